@@ -225,5 +225,3 @@ func normalizeSeq(d []byte) {
 		d = d[l:]
 	}
 }
-
-
