@@ -1,0 +1,135 @@
+// Command tcpstate-exporter watches every TCP socket of a Linux node through
+// sock_diag and serves Prometheus metrics about them.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kingpin/v2"
+	"github.com/prometheus/common/promslog"
+	promslogflag "github.com/prometheus/common/promslog/flag"
+	"github.com/prometheus/common/version"
+	"github.com/prometheus/exporter-toolkit/web"
+	webflag "github.com/prometheus/exporter-toolkit/web/kingpinflag"
+
+	"github.com/tcpstate/tcpstate-exporter/diag"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// config holds the validated flags.
+type config struct {
+	telemetryPath string
+	interval      time.Duration
+	budget        float64
+	window        time.Duration
+	netns         string
+	listenersMax  int
+	method        string
+	web           *web.FlagConfig
+	log           *promslog.Config
+}
+
+// usageError marks a bad flag or argument: exit code 2.
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func parseFlags(args []string, stdout, stderr io.Writer) (*config, string, error) {
+	cfg := &config{log: &promslog.Config{}}
+	app := kingpin.New("tcpstate-exporter", "Watches every TCP socket on this node through sock_diag and serves Prometheus metrics and alerts.")
+	app.UsageWriter(stdout).ErrorWriter(stderr)
+	app.HelpFlag.Short('h')
+	app.Version(version.Print("tcpstate-exporter"))
+	app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&cfg.telemetryPath)
+	app.Flag("sample.interval", "Interval of the cheap dumps of rare states (all but established and time_wait), and the shortest interval between full dumps.").Default("1s").DurationVar(&cfg.interval)
+	app.Flag("sample.cpu-budget", "Fraction of one CPU core the sampler's dumps may use on average; full dumps are spaced out to fit.").Default("0.05").Float64Var(&cfg.budget)
+	app.Flag("sample.window", "Trailing window over which tcpstate_sockets_max keeps the maximum.").Default("1m").DurationVar(&cfg.window)
+	app.Flag("netns", "Network namespaces to watch: host (this process's own namespace).").Default("host").StringVar(&cfg.netns)
+	app.Flag("collector.listeners.max", "Listening addresses reported per namespace; the rest fold into address=\"other\".").Default("1000").IntVar(&cfg.listenersMax)
+	app.Flag("diag.method", "sock_diag request: auto (one legacy walk for both families), legacy, or v2 (one request per family).").Default("auto").EnumVar(&cfg.method, "auto", "legacy", "v2")
+	cfg.web = webflag.AddFlags(app, ":9874")
+	promslogflag.AddFlags(app, cfg.log)
+	app.Command("serve", "Sample this node and serve metrics over HTTP (the default).").Default()
+	cmd, err := app.Parse(args)
+	if err != nil {
+		return nil, "", &usageError{err}
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, "", &usageError{err}
+	}
+	return cfg, cmd, nil
+}
+
+func (c *config) validate() error {
+	switch {
+	case c.interval < 10*time.Millisecond:
+		return fmt.Errorf("--sample.interval=%v: must be at least 10ms", c.interval)
+	case !(c.budget > 0 && c.budget <= 1):
+		return fmt.Errorf("--sample.cpu-budget=%v: must be a fraction of one core in (0, 1]", c.budget)
+	case c.window < c.interval:
+		return fmt.Errorf("--sample.window=%v: must be at least --sample.interval (%v)", c.window, c.interval)
+	case c.netns != "host":
+		return fmt.Errorf("--netns=%q: must be host", c.netns)
+	case c.listenersMax < 1:
+		return fmt.Errorf("--collector.listeners.max=%d: must be at least 1", c.listenersMax)
+	case len(c.telemetryPath) == 0 || c.telemetryPath[0] != '/':
+		return fmt.Errorf("--web.telemetry-path=%q: must start with /", c.telemetryPath)
+	}
+	return nil
+}
+
+func (c *config) diagMethod() diag.Method {
+	switch c.method {
+	case "legacy":
+		return diag.MethodLegacy
+	case "v2":
+		return diag.MethodV2
+	}
+	return diag.MethodAuto
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cfg, _, err := parseFlags(args, stdout, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "tcpstate-exporter: error: %v\n", err)
+		return 2
+	}
+	cfg.log.Writer = stderr
+	logger := promslog.New(cfg.log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	a := newAgent(cfg, logger)
+	go a.run(ctx)
+
+	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- web.ListenAndServe(srv, cfg.web, logger) }()
+	logger.Info("starting tcpstate-exporter", "version", version.Info(), "netns", cfg.netns, "interval", cfg.interval, "cpu_budget", cfg.budget)
+
+	select {
+	case err := <-errc:
+		logger.Error("HTTP server failed", "err", err)
+		return 1
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		logger.Error("HTTP shutdown", "err", err)
+	}
+	logger.Info("stopped")
+	return 0
+}

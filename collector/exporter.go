@@ -1,0 +1,196 @@
+package collector
+
+import (
+	"cmp"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const namespace = "tcpstate"
+
+// Target is a sampled network namespace and the labels that say where it is.
+type Target struct {
+	Sampler *Sampler
+	// Labels are the values of ExporterOptions.TargetLabels, in order.
+	Labels []string
+}
+
+// ExporterOptions configure an Exporter.
+type ExporterOptions struct {
+	// TargetLabels name the labels every per-namespace series carries, for
+	// example netns, namespace and pod; empty in host mode.
+	TargetLabels []string
+	// MaxListeners bounds the listener series per target; the rest fold
+	// into one series per family with address and port "other".
+	// Zero means 1000.
+	MaxListeners int
+	// Now returns the current time; default time.Now.
+	Now func() time.Time
+}
+
+// Exporter is a prometheus.Collector over the latest samples of a set of
+// targets. Collect reads published samples only; it never runs a dump.
+type Exporter struct {
+	targets func() []Target
+	opts    ExporterOptions
+
+	sockets, socketsMax                    *prometheus.Desc
+	lQueue, lLimit, lSynRecv, lSockets     *prometheus.Desc
+	folded                                 *prometheus.Desc
+	dumpDuration, dumpSockets, dumps       *prometheus.Desc
+	dumpErrors, dumpCPU, interval, planned *prometheus.Desc
+	sampleAge, unknown                     *prometheus.Desc
+}
+
+// NewExporter returns an Exporter reading the targets that targets returns
+// at each scrape.
+func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
+	if opts.MaxListeners <= 0 {
+		opts.MaxListeners = 1000
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	tl := opts.TargetLabels
+	with := func(l ...string) []string { return append(slices.Clone(tl), l...) }
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(namespace+"_"+name, help, with(labels...), nil)
+	}
+	return &Exporter{
+		targets:      targets,
+		opts:         opts,
+		sockets:      d("sockets", "TCP sockets per address family and state: rare states from the latest dump, established and time_wait from the latest full dump.", "family", "state"),
+		socketsMax:   d("sockets_max", "Maximum of tcpstate_sockets over the trailing sample window (--sample.window).", "family", "state"),
+		lQueue:       d("listener_accept_queue_length", "Connections waiting in the accept queue of a listening address, summed over its sockets.", "family", "address", "port"),
+		lLimit:       d("listener_accept_queue_limit", "Accept-queue limit of a listening address (listen backlog capped by somaxconn), summed over its sockets.", "family", "address", "port"),
+		lSynRecv:     d("listener_syn_recv", "Half-open connections (SYN_RECV request sockets) for a listening address.", "family", "address", "port"),
+		lSockets:     d("listener_sockets", "Listening sockets behind an address (more than one with SO_REUSEPORT).", "family", "address", "port"),
+		folded:       d("folded_series", "Entries folded into an \"other\" series in the latest sample because a --collector.*.max limit was reached.", "kind"),
+		dumpDuration: d("dump_duration_seconds", "Wall time of the latest successful sock_diag dump.", "kind"),
+		dumpSockets:  d("dump_sockets", "Sockets returned by the latest successful sock_diag dump.", "kind"),
+		dumps:        d("dumps_total", "sock_diag dumps run.", "kind"),
+		dumpErrors:   d("dump_errors_total", "sock_diag dumps that failed; their partial results were discarded.", "kind"),
+		dumpCPU:      d("dump_cpu_seconds_total", "CPU time (user and system, including the kernel's work for the dump) spent in sock_diag dumps.", "kind"),
+		interval:     d("sample_interval_seconds", "Time between the starts of the two latest dumps of a kind.", "kind"),
+		planned:      d("sample_interval_planned_seconds", "Interval the CPU-budget schedule currently aims for, per kind of dump.", "kind"),
+		sampleAge:    d("sample_age_seconds", "Age of the latest successful sample of a kind at scrape time.", "kind"),
+		unknown:      d("dump_unknown_sockets", "Sockets in the latest dump with a family or state this exporter does not know (not counted in tcpstate_sockets).", "kind"),
+	}
+}
+
+// Describe sends every Desc.
+func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{e.sockets, e.socketsMax, e.lQueue, e.lLimit, e.lSynRecv, e.lSockets,
+		e.folded, e.dumpDuration, e.dumpSockets, e.dumps, e.dumpErrors, e.dumpCPU, e.interval, e.planned, e.sampleAge, e.unknown} {
+		ch <- d
+	}
+}
+
+// Collect sends the metrics of every target's latest samples.
+func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
+	now := e.opts.Now()
+	for _, t := range e.targets() {
+		e.collectTarget(ch, t, t.Sampler.View(now), now)
+	}
+}
+
+func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, t Target, v View, now time.Time) {
+	lv := func(l ...string) []string { return append(slices.Clone(t.Labels), l...) }
+	gauge := func(d *prometheus.Desc, val float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, val, lv(l...)...)
+	}
+	counter := func(d *prometheus.Desc, val float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, val, lv(l...)...)
+	}
+
+	for _, k := range Kinds {
+		ks := v.Stats[k]
+		kn := k.String()
+		counter(e.dumps, float64(ks.Dumps), kn)
+		counter(e.dumpErrors, float64(ks.Errors), kn)
+		counter(e.dumpCPU, ks.CPU.Seconds(), kn)
+		gauge(e.planned, ks.Planned.Seconds(), kn)
+		if ks.LastTime.IsZero() {
+			continue
+		}
+		gauge(e.dumpDuration, ks.LastDuration.Seconds(), kn)
+		gauge(e.dumpSockets, float64(ks.LastSockets), kn)
+		gauge(e.sampleAge, now.Sub(ks.LastTime).Seconds(), kn)
+		if ks.Interval > 0 {
+			gauge(e.interval, ks.Interval.Seconds(), kn)
+		}
+		if smp := v.Full; k == Full && smp != nil {
+			gauge(e.unknown, float64(smp.Unknown), kn)
+		} else if smp := v.Rare; k == Rare && smp != nil {
+			gauge(e.unknown, float64(smp.Unknown), kn)
+		}
+	}
+	if !v.Ready {
+		// No full sample yet: report no socket counts rather than zeros.
+		return
+	}
+	for _, f := range Families {
+		fn := f.String()
+		for _, st := range States {
+			gauge(e.sockets, float64(v.Counts.Get(f, st)), fn, st.String())
+			gauge(e.socketsMax, float64(v.Max.Get(f, st)), fn, st.String())
+		}
+	}
+	kept, other, folded := foldListeners(v.Listeners, e.opts.MaxListeners)
+	emit := func(l Listener, addr, port string) {
+		fn := l.Family.String()
+		gauge(e.lQueue, float64(l.QueueLen), fn, addr, port)
+		gauge(e.lLimit, float64(l.QueueLimit), fn, addr, port)
+		gauge(e.lSynRecv, float64(l.SynRecv), fn, addr, port)
+		gauge(e.lSockets, float64(l.Sockets), fn, addr, port)
+	}
+	for _, l := range kept {
+		emit(l, l.Addr.String(), strconv.Itoa(int(l.Port)))
+	}
+	for _, l := range other {
+		emit(l, "other", "other")
+	}
+	gauge(e.folded, float64(folded), "listeners")
+}
+
+// foldListeners keeps the max listeners that matter most (fullest accept
+// queue, then most SYN_RECV, then lowest port) and sums the rest into one
+// "other" entry per family.
+func foldListeners(ls []Listener, limit int) (kept, other []Listener, folded int) {
+	if len(ls) <= limit {
+		return ls, nil, 0
+	}
+	sorted := slices.Clone(ls)
+	slices.SortStableFunc(sorted, func(x, y Listener) int {
+		if c := cmp.Compare(y.QueueLen, x.QueueLen); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(y.SynRecv, x.SynRecv); c != 0 {
+			return c
+		}
+		return compareKeys(x.ListenerKey, y.ListenerKey)
+	})
+	kept = sorted[:limit]
+	var sums [2]Listener
+	var present [2]bool
+	for _, l := range sorted[limit:] {
+		i := familyIndex(l.Family)
+		present[i] = true
+		s := &sums[i]
+		s.Family = l.Family
+		s.Sockets += l.Sockets
+		s.QueueLen += l.QueueLen
+		s.QueueLimit += l.QueueLimit
+		s.SynRecv += l.SynRecv
+	}
+	for i := range sums {
+		if present[i] {
+			other = append(other, sums[i])
+		}
+	}
+
+	return kept, other, len(ls) - limit
+}
