@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the tests need (Debian packages, helm) and runs every test.
+# Needs root: the end-to-end tests create network namespaces.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v promtool >/dev/null || need_pkgs+=(prometheus)
+command -v alertmanager >/dev/null && command -v amtool >/dev/null || need_pkgs+=(prometheus-alertmanager)
+command -v hping3 >/dev/null || need_pkgs+=(hping3)
+command -v ss >/dev/null && command -v ip >/dev/null || need_pkgs+=(iproute2)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  echo "installing Debian packages: ${need_pkgs[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+fi
+export PATH="$PATH:$(go env GOPATH)/bin"
+if ! command -v helm >/dev/null; then
+  echo "installing helm v3.22.0 (takes a few minutes cold)"
+  (cd /tmp && go install helm.sh/helm/v3/cmd/helm@v3.22.0)
+fi
+
+# Alertmanager and Prometheus from Debian start as services on install; the
+# tests run their own instances on free ports.
+systemctl stop prometheus prometheus-alertmanager >/dev/null 2>&1 || true
+
+echo "== go vet"
+go vet ./...
+echo "== go test (all packages, real kernel, real Prometheus and Alertmanager)"
+go test -count=1 -timeout 40m ./...
+echo "== fuzz targets, bounded"
+scripts/fuzz-all.sh "${FUZZTIME:-10s}"
