@@ -1,0 +1,41 @@
+// Package detect holds the detectors: pure functions over a namespace's
+// sample history that say what is going wrong and show the evidence.
+package detect
+
+import "time"
+
+// Severity of a finding, as the alert's severity label.
+type Severity string
+
+// Severities in use.
+const (
+	Warning  Severity = "warning"
+	Critical Severity = "critical"
+)
+
+// Finding is one problem a detector sees now. Detectors are stateless: a
+// finding present in consecutive evaluations is the same alert while its
+// Alert name and Labels stay the same (the alerts engine tracks pending and
+// firing from that).
+type Finding struct {
+	// Alert is the alert name, e.g. "TCPCloseWaitLeak".
+	Alert string
+	// Severity is warning or critical.
+	Severity Severity
+	// Labels identify what the finding is about (listener family, address
+	// and port; local port and command; destination), without the alert
+	// name, severity, or namespace labels (added by the caller).
+	Labels map[string]string
+	// Summary is one line; Description says what is happening with numbers.
+	Summary     string
+	Description string
+	// Evidence holds the numbers behind the finding, by name (e.g.
+	// "syn_recv": "1025", "limit": "1024", "cookies_per_second": "5321",
+	// "distinct_sources": "4012", "top_source_prefixes": "10.1.0.0/16 (812), ...").
+	Evidence map[string]string
+	// Value is the alert's value: the quantity that crossed the threshold.
+	Value float64
+	// For is how long the condition must hold before the alert fires
+	// (pending until then). Zero fires at once.
+	For time.Duration
+}
