@@ -17,12 +17,17 @@ import (
 // Cost: one getdents64 pass over the proc root, then per process one
 // openat and getdents64 of its fd directory and one readlinkat per open
 // descriptor, plus one read of comm per process that owns a wanted socket.
-// The work is linear in the total number of open descriptors on the node,
-// roughly 1 µs of system time per descriptor, so a node with 500 processes
-// holding 100 descriptors each costs about 50 ms. It stops as soon as every
-// inode is found (unless AllOwners), and LookupOptions caps processes and
-// time. Apart from the result, it allocates nothing per process or
-// descriptor: buffers live in the InodeLookup and are reused.
+// The work is linear in the total number of open descriptors on the node
+// and almost all of it is kernel time: on this project's 2-core test
+// machine (Linux 6.18) about 3.5 µs per descriptor (2.5 µs readlinkat,
+// 0.9 µs getdents64; BenchmarkLookupFullScan: 4,156 descriptors in 80
+// processes, 14 ms). A node with 50,000 open descriptors costs about
+// 175 ms per full scan, so callers should look up only the inodes they
+// need, cache the answers by inode, and not scan every second. The scan
+// stops as soon as every inode is found (unless AllOwners), and
+// LookupOptions caps processes and time. Apart from the result, it
+// allocates nothing per process or descriptor: buffers live in the
+// InodeLookup and are reused.
 //
 // The scan sees the processes of the proc root's PID namespace (in a pod,
 // hostPID is needed to see the node's). Reading another user's
