@@ -110,7 +110,9 @@ func listeners() *dashboard {
 		tableQ(sel(`tcpstate_listener_sockets{{SEL}}`, selNode)),
 	}, map[string]string{"Value #A": "accept queue fill", "Value #B": "accept queue", "Value #C": "limit", "Value #D": "SYN_RECV", "Value #E": "sockets"},
 		withColumnUnit("accept queue fill", "percentunit"),
-		func(p *panel) { p.Options["sortBy"] = []any{map[string]any{"desc": true, "displayName": "accept queue fill"}} }))
+		func(p *panel) {
+			p.Options["sortBy"] = []any{map[string]any{"desc": true, "displayName": "accept queue fill"}}
+		}))
 
 	l.row("Accept queue")
 	l.add(12, 9, timeseries("Accept queue length and limit", []target{

@@ -125,27 +125,27 @@ type link struct {
 }
 
 type dashboard struct {
-	Annotations          map[string]any      `json:"annotations"`
-	Description          string              `json:"description"`
-	Editable             bool                `json:"editable"`
-	FiscalYearStartMonth int                 `json:"fiscalYearStartMonth"`
-	GraphTooltip         int                 `json:"graphTooltip"`
-	ID                   *int                `json:"id"`
-	Links                []link              `json:"links"`
-	Panels               []panel             `json:"panels"`
-	Refresh              string              `json:"refresh"`
-	SchemaVersion        int                 `json:"schemaVersion"`
-	Tags                 []string            `json:"tags"`
-	Templating           map[string][]any    `json:"templating"`
-	Time                 map[string]string   `json:"time"`
-	Timepicker           map[string]any      `json:"timepicker"`
-	Timezone             string              `json:"timezone"`
-	Title                string              `json:"title"`
-	UID                  string              `json:"uid"`
-	Version              int                 `json:"version"`
-	WeekStart            string              `json:"weekStart"`
-	extraVars            []variable          `json:"-"`
-	layout               *layout             `json:"-"`
+	Annotations          map[string]any    `json:"annotations"`
+	Description          string            `json:"description"`
+	Editable             bool              `json:"editable"`
+	FiscalYearStartMonth int               `json:"fiscalYearStartMonth"`
+	GraphTooltip         int               `json:"graphTooltip"`
+	ID                   *int              `json:"id"`
+	Links                []link            `json:"links"`
+	Panels               []panel           `json:"panels"`
+	Refresh              string            `json:"refresh"`
+	SchemaVersion        int               `json:"schemaVersion"`
+	Tags                 []string          `json:"tags"`
+	Templating           map[string][]any  `json:"templating"`
+	Time                 map[string]string `json:"time"`
+	Timepicker           map[string]any    `json:"timepicker"`
+	Timezone             string            `json:"timezone"`
+	Title                string            `json:"title"`
+	UID                  string            `json:"uid"`
+	Version              int               `json:"version"`
+	WeekStart            string            `json:"weekStart"`
+	extraVars            []variable        `json:"-"`
+	layout               *layout           `json:"-"`
 }
 
 // layout places panels left to right, wrapping at 24 columns.
