@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -63,12 +64,35 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*config, string, error
 	app.Command("serve", "Sample this node and serve metrics over HTTP (the default).").Default()
 	cmd, err := app.Parse(args)
 	if err != nil {
-		return nil, "", &usageError{err}
+		return nil, "", &usageError{nameFlag(args, err)}
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, "", &usageError{err}
 	}
 	return cfg, cmd, nil
+}
+
+// nameFlag adds the flag's name to a kingpin value error that lacks it
+// ("time: invalid duration", "enum value must be one of"), by finding the
+// argument whose value the message quotes.
+func nameFlag(args []string, err error) error {
+	msg := err.Error()
+	if strings.Contains(msg, "--") || strings.Contains(msg, "flag") {
+		return err
+	}
+	for i, a := range args {
+		if !strings.HasPrefix(a, "--") {
+			continue
+		}
+		name, val, ok := strings.Cut(a, "=")
+		if !ok && i+1 < len(args) {
+			val = args[i+1]
+		}
+		if val != "" && (strings.Contains(msg, "\""+val+"\"") || strings.Contains(msg, "'"+val+"'")) {
+			return fmt.Errorf("%s=%s: %w", name, val, err)
+		}
+	}
+	return err
 }
 
 func (c *config) validate() error {

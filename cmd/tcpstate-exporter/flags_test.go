@@ -1,0 +1,39 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// TestBadFlagsExitTwo checks that every bad flag gives exit code 2 and one
+// line that names the flag.
+func TestBadFlagsExitTwo(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--sample.cpu-budget=0"}, "--sample.cpu-budget"},
+		{[]string{"--sample.cpu-budget=1.5"}, "--sample.cpu-budget"},
+		{[]string{"--sample.interval=1ms"}, "--sample.interval"},
+		{[]string{"--sample.window=10ms", "--sample.interval=1s"}, "--sample.window"},
+		{[]string{"--netns=sideways"}, "--netns"},
+		{[]string{"--collector.listeners.max=0"}, "--collector.listeners.max"},
+		{[]string{"--web.telemetry-path=metrics"}, "--web.telemetry-path"},
+		{[]string{"--diag.method=fast"}, "--diag.method"},
+		{[]string{"--no-such-flag"}, "no-such-flag"},
+		{[]string{"--sample.interval=abc"}, "--sample.interval"},
+		{[]string{"--sample.cpu-budget", "lots"}, "--sample.cpu-budget"},
+	}
+	for _, tc := range tests {
+		var stdout, stderr bytes.Buffer
+		code := run(tc.args, &stdout, &stderr)
+		if code != 2 {
+			t.Errorf("%v: exit %d, want 2", tc.args, code)
+		}
+		msg := stderr.String()
+		if strings.Count(msg, "\n") != 1 || !strings.Contains(msg, tc.want) {
+			t.Errorf("%v: stderr %q: want one line naming %s", tc.args, msg, tc.want)
+		}
+	}
+}

@@ -1,0 +1,304 @@
+//go:build linux
+
+// Command diagbench measures one way of counting the TCP sockets of the
+// current network namespace, in its own process so that peak RSS belongs to
+// that way alone, and prints one JSON line. scripts/bench.sh runs it side by
+// side with the other modes:
+//
+//	floor          a minimal raw sock_diag dump that reads only each
+//	               message's state byte (same request as the exporter)
+//	exporter       the exporter's full sample (collector.Sampler)
+//	nodeexporter   node_exporter's tcpstat approach: mdlayher/netlink
+//	               Execute per family with INET_DIAG_INFO, every message
+//	               kept in memory and its attributes decoded
+//	scrape         concurrent GETs of a running exporter's /metrics,
+//	               reporting latency percentiles
+package main
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/tcpstate/tcpstate-exporter/collector"
+	"github.com/tcpstate/tcpstate-exporter/diag"
+)
+
+type result struct {
+	Mode        string  `json:"mode"`
+	Samples     int     `json:"samples"`
+	Sockets     uint64  `json:"sockets"`
+	CPUSeconds  float64 `json:"cpu_seconds_per_sample"`
+	WallSeconds float64 `json:"wall_seconds_per_sample"`
+	Allocs      float64 `json:"allocs_per_sample"`
+	AllocBytes  float64 `json:"alloc_bytes_per_sample"`
+	PeakRSSMB   float64 `json:"peak_rss_mb"`
+	// scrape mode
+	Requests int     `json:"requests,omitempty"`
+	Errors   int     `json:"errors,omitempty"`
+	P50ms    float64 `json:"p50_ms,omitempty"`
+	P99ms    float64 `json:"p99_ms,omitempty"`
+	Maxms    float64 `json:"max_ms,omitempty"`
+}
+
+func main() {
+	mode := flag.String("mode", "exporter", "floor, exporter, nodeexporter or scrape")
+	n := flag.Int("n", 3, "samples to measure (after one warm-up)")
+	method := flag.String("method", "auto", "exporter/floor request: auto (legacy), legacy or v2")
+	url := flag.String("url", "http://127.0.0.1:9874/metrics", "scrape mode: URL")
+	dur := flag.Duration("duration", 20*time.Second, "scrape mode: how long")
+	conc := flag.Int("concurrency", 4, "scrape mode: concurrent scrapers")
+	flag.Parse()
+	if *n < 1 {
+		fmt.Fprintln(os.Stderr, "diagbench: -n must be at least 1")
+		os.Exit(2)
+	}
+	var r result
+	var err error
+	switch *mode {
+	case "scrape":
+		r, err = scrape(*url, *dur, *conc)
+	case "floor", "exporter", "nodeexporter":
+		r, err = measure(*mode, *n, *method)
+	default:
+		err = fmt.Errorf("unknown -mode %q", *mode)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "diagbench:", err)
+		os.Exit(1)
+	}
+	json.NewEncoder(os.Stdout).Encode(r)
+}
+
+func measure(mode string, n int, method string) (result, error) {
+	var once func() (uint64, error)
+	switch mode {
+	case "floor":
+		legacy := method != "v2"
+		once = func() (uint64, error) { return floor(legacy) }
+	case "exporter":
+		m := diag.MethodAuto
+		if method == "v2" {
+			m = diag.MethodV2
+		}
+		s := collector.NewSampler(collector.Options{Method: m})
+		once = func() (uint64, error) {
+			smp, err := s.Sample(collector.Full)
+			if err != nil {
+				return 0, err
+			}
+			return smp.Counts.Total(), nil
+		}
+	case "nodeexporter":
+		once = nodeExporter
+	}
+	if _, err := once(); err != nil { // warm-up
+		return result{}, err
+	}
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	cpu0 := processCPU()
+	t0 := time.Now()
+	var total uint64
+	for range n {
+		c, err := once()
+		if err != nil {
+			return result{}, err
+		}
+		total = c
+	}
+	wall := time.Since(t0)
+	cpu := processCPU() - cpu0
+	runtime.ReadMemStats(&ms1)
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return result{
+		Mode:        mode,
+		Samples:     n,
+		Sockets:     total,
+		CPUSeconds:  cpu.Seconds() / float64(n),
+		WallSeconds: wall.Seconds() / float64(n),
+		Allocs:      float64(ms1.Mallocs-ms0.Mallocs) / float64(n),
+		AllocBytes:  float64(ms1.TotalAlloc-ms0.TotalAlloc) / float64(n),
+		PeakRSSMB:   float64(ru.Maxrss) / 1024,
+	}, nil
+}
+
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// floor is the least a program can do: send the request, read datagrams into
+// one buffer, count the state byte of each message.
+func floor(legacy bool) (uint64, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 64<<10)
+	var total uint64
+	reqs := [][]byte{}
+	if legacy {
+		reqs = append(reqs, request(18, legacyPayload()))
+	} else {
+		reqs = append(reqs, request(20, v2Payload(unix.AF_INET)), request(20, v2Payload(unix.AF_INET6)))
+	}
+	for _, req := range reqs {
+		if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+			return 0, err
+		}
+	recv:
+		for {
+			k, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil {
+				return 0, err
+			}
+			b := buf[:k]
+			for len(b) >= 16 {
+				l := int(binary.NativeEndian.Uint32(b[0:4]))
+				typ := binary.NativeEndian.Uint16(b[4:6])
+				if l < 16 || l > len(b) {
+					return 0, fmt.Errorf("bad message length %d", l)
+				}
+				if typ == unix.NLMSG_DONE || typ == unix.NLMSG_ERROR {
+					break recv
+				}
+				if b[16+1] != 0 { // the state byte
+					total++
+				}
+				b = b[(l+3)&^3:]
+			}
+		}
+	}
+	return total, nil
+}
+
+func request(typ uint16, payload []byte) []byte {
+	b := make([]byte, 16+len(payload))
+	binary.NativeEndian.PutUint32(b[0:4], uint32(len(b)))
+	binary.NativeEndian.PutUint16(b[4:6], typ)
+	binary.NativeEndian.PutUint16(b[6:8], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	binary.NativeEndian.PutUint32(b[8:12], 1)
+	copy(b[16:], payload)
+	return b
+}
+
+func legacyPayload() []byte {
+	p := make([]byte, 60)
+	p[0] = unix.AF_INET
+	binary.NativeEndian.PutUint32(p[52:56], uint32(diag.AllStates))
+	return p
+}
+
+func v2Payload(family byte) []byte { return v2PayloadExt(family, 0) }
+
+func v2PayloadExt(family byte, ext byte) []byte {
+	p := make([]byte, 56)
+	p[0], p[1], p[2] = family, unix.IPPROTO_TCP, ext
+	binary.NativeEndian.PutUint32(p[4:8], uint32(diag.AllStates))
+	return p
+}
+
+// nodeExporter mirrors node_exporter 1.12's tcpstat collector: one
+// Execute per family asking for INET_DIAG_INFO, all replies held in memory,
+// then every message decoded with its attributes.
+func nodeExporter() (uint64, error) {
+	conn, err := netlink.Dial(unix.NETLINK_SOCK_DIAG, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	var total uint64
+	var rx, tx uint64
+	for _, fam := range []byte{unix.AF_INET, unix.AF_INET6} {
+		msgs, err := conn.Execute(netlink.Message{
+			Header: netlink.Header{Type: 20, Flags: netlink.Request | netlink.Dump},
+			Data:   v2PayloadExt(fam, 1<<(diag.AttrInfo-1)),
+		})
+		if err != nil {
+			return 0, err
+		}
+		for _, m := range msgs {
+			if len(m.Data) < 72 {
+				return 0, fmt.Errorf("short message")
+			}
+			var s diag.Socket
+			if err := diag.DecodeSocket(m.Data, &s); err != nil {
+				return 0, err
+			}
+			ad, err := netlink.NewAttributeDecoder(s.Attrs)
+			if err != nil {
+				return 0, err
+			}
+			for ad.Next() {
+				if ad.Type() == diag.AttrInfo {
+					info := ad.Bytes()
+					_ = info
+				}
+			}
+			if err := ad.Err(); err != nil {
+				return 0, err
+			}
+			rx += uint64(s.RQueue)
+			tx += uint64(s.WQueue)
+			total++
+		}
+	}
+	_, _ = rx, tx
+	return total, nil
+}
+
+func scrape(url string, d time.Duration, conc int) (result, error) {
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: conc}}
+	deadline := time.Now().Add(d)
+	var mu sync.Mutex
+	var lat []time.Duration
+	errs := 0
+	var wg sync.WaitGroup
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				resp, err := client.Get(url)
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				el := time.Since(t0)
+				mu.Lock()
+				if err != nil {
+					errs++
+				} else {
+					lat = append(lat, el)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(lat) == 0 {
+		return result{}, fmt.Errorf("no successful scrape (%d errors)", errs)
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
+	return result{Mode: "scrape", Requests: len(lat) + errs, Errors: errs, P50ms: pct(0.5), P99ms: pct(0.99), Maxms: float64(lat[len(lat)-1].Microseconds()) / 1000}, nil
+}
