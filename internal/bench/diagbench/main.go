@@ -29,6 +29,8 @@ import (
 	"time"
 
 	"github.com/mdlayher/netlink"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"golang.org/x/sys/unix"
 
 	"github.com/tcpstate/tcpstate-exporter/collector"
@@ -44,6 +46,16 @@ type result struct {
 	Allocs      float64 `json:"allocs_per_sample"`
 	AllocBytes  float64 `json:"alloc_bytes_per_sample"`
 	PeakRSSMB   float64 `json:"peak_rss_mb"`
+	// metrics mode: the running exporter's own numbers
+	FullCPUPerDump  float64 `json:"full_cpu_per_dump,omitempty"`
+	RareCPUPerDump  float64 `json:"rare_cpu_per_dump,omitempty"`
+	FullInterval    float64 `json:"full_interval_planned,omitempty"`
+	RareInterval    float64 `json:"rare_interval_planned,omitempty"`
+	CPUShare        float64 `json:"dump_cpu_share,omitempty"`
+	ResidentMB      float64 `json:"resident_mb,omitempty"`
+	ExporterVmHWMKB float64 `json:"exporter_vmhwm_kb,omitempty"`
+	Target          int     `json:"target,omitempty"`
+	Round           int     `json:"round,omitempty"`
 	// scrape mode
 	Requests int     `json:"requests,omitempty"`
 	Errors   int     `json:"errors,omitempty"`
@@ -69,6 +81,13 @@ func main() {
 	switch *mode {
 	case "scrape":
 		r, err = scrape(*url, *dur, *conc)
+	case "metrics":
+		r, err = selfMetrics(*url)
+	case "table":
+		err = table(os.Stdin, os.Stdout)
+		if err == nil {
+			return
+		}
 	case "floor", "exporter", "nodeexporter":
 		r, err = measure(*mode, *n, *method)
 	default:
@@ -163,7 +182,7 @@ func floor(legacy bool) (uint64, error) {
 		}
 	recv:
 		for {
-			k, _, err := unix.Recvfrom(fd, buf, 0)
+			k, err := unix.Read(fd, buf)
 			if err != nil {
 				return 0, err
 			}
@@ -301,4 +320,127 @@ func scrape(url string, d time.Duration, conc int) (result, error) {
 	slices.Sort(lat)
 	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
 	return result{Mode: "scrape", Requests: len(lat) + errs, Errors: errs, P50ms: pct(0.5), P99ms: pct(0.99), Maxms: float64(lat[len(lat)-1].Microseconds()) / 1000}, nil
+}
+
+// selfMetrics reads a running exporter's self-metrics: CPU per dump of each
+// kind, the planned intervals, the share of a core its dumps use, its RSS.
+func selfMetrics(url string) (result, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return result{}, err
+	}
+	defer resp.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return result{}, err
+	}
+	get := func(name, kind string) float64 {
+		mf := mfs[name]
+		if mf == nil {
+			return 0
+		}
+		for _, m := range mf.GetMetric() {
+			ok := kind == ""
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == kind {
+					ok = true
+				}
+			}
+			if !ok {
+				continue
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			}
+		}
+		return 0
+	}
+	r := result{Mode: "metrics"}
+	per := func(kind string) float64 {
+		if n := get("tcpstate_dumps_total", kind); n > 0 {
+			return get("tcpstate_dump_cpu_seconds_total", kind) / n
+		}
+		return 0
+	}
+	r.FullCPUPerDump, r.RareCPUPerDump = per("full"), per("rare")
+	r.FullInterval = get("tcpstate_sample_interval_planned_seconds", "full")
+	r.RareInterval = get("tcpstate_sample_interval_planned_seconds", "rare")
+	if r.FullInterval > 0 && r.RareInterval > 0 {
+		r.CPUShare = r.RareCPUPerDump/r.RareInterval + (r.FullCPUPerDump-r.RareCPUPerDump)/r.FullInterval
+	}
+	r.ResidentMB = get("process_resident_memory_bytes", "") / (1 << 20)
+	return r, nil
+}
+
+// table turns the JSON lines of a bench run into Markdown tables: per target
+// and mode the median over rounds.
+func table(in io.Reader, out io.Writer) error {
+	dec := json.NewDecoder(in)
+	type key struct {
+		target int
+		mode   string
+	}
+	runs := map[key][]result{}
+	var targets []int
+	for {
+		var r result
+		if err := dec.Decode(&r); err == io.EOF {
+			break
+		} else if err != nil {
+			return err
+		}
+		k := key{r.Target, r.Mode}
+		if !slices.Contains(targets, r.Target) {
+			targets = append(targets, r.Target)
+		}
+		runs[k] = append(runs[k], r)
+	}
+	med := func(rs []result, f func(result) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	for _, t := range targets {
+		fmt.Fprintf(out, "\n### %d sockets\n\n", t)
+		fmt.Fprintln(out, "| mode | sockets counted | CPU per sample (s) | wall per sample (s) | allocs per sample | bytes allocated per sample | peak RSS (MB) | rounds |")
+		fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|")
+		floorCPU := 0.0
+		for _, m := range []string{"floor", "exporter", "nodeexporter"} {
+			rs := runs[key{t, m}]
+			if len(rs) == 0 {
+				continue
+			}
+			cpu := med(rs, func(r result) float64 { return r.CPUSeconds })
+			if m == "floor" {
+				floorCPU = cpu
+			}
+			ratio := ""
+			if floorCPU > 0 && m != "floor" {
+				ratio = fmt.Sprintf(" (%.2fx floor)", cpu/floorCPU)
+			}
+			fmt.Fprintf(out, "| %s | %d | %.3f%s | %.3f | %.0f | %.0f | %.1f | %d |\n", m, rs[0].Sockets, cpu, ratio,
+				med(rs, func(r result) float64 { return r.WallSeconds }),
+				med(rs, func(r result) float64 { return r.Allocs }),
+				med(rs, func(r result) float64 { return r.AllocBytes }),
+				med(rs, func(r result) float64 { return r.PeakRSSMB }), len(rs))
+		}
+		if rs := runs[key{t, "scrape"}]; len(rs) > 0 {
+			r := rs[0]
+			fmt.Fprintf(out, "\nRunning exporter (default flags), 4 concurrent scrapers: %d scrapes, %d errors, p50 %.2f ms, p99 %.2f ms, max %.2f ms; exporter peak RSS (VmHWM) %.1f MB.\n",
+				r.Requests, r.Errors, r.P50ms, r.P99ms, r.Maxms, r.ExporterVmHWMKB/1024)
+		}
+		if rs := runs[key{t, "metrics"}]; len(rs) > 0 {
+			r := rs[0]
+			fmt.Fprintf(out, "Its self-metrics: full dump %.3f s CPU, rare dump %.3f s CPU; planned intervals full %.1f s, rare %.1f s; dumps use %.3f of a core (budget 0.05); RSS %.1f MB.\n",
+				r.FullCPUPerDump, r.RareCPUPerDump, r.FullInterval, r.RareInterval, r.CPUShare, r.ResidentMB)
+		}
+	}
+	return nil
 }
