@@ -67,19 +67,19 @@ func overview() *dashboard {
 
 	l.row("Exporter")
 	l.add(8, 8, timeseries("Dump duration", []target{
-		q(sel(`tcpstate_dump_duration_seconds{{SEL}}`, selNode), "{{instance}} {{kind}}"),
+		q(sel(`tcpstate_dump_duration_seconds{{SEL}}`, selNode), "{{instance}} {{netns}} {{kind}}"),
 	}, withUnit("s")))
 	l.add(8, 8, timeseries("Dump CPU", []target{
 		q(sel(`sum by (instance, kind) (rate(tcpstate_dump_cpu_seconds_total{{SEL}}[$__rate_interval]))`, selNode), "{{instance}} {{kind}}"),
 	}, withUnit("percentunit"), withDescription("CPU spent in dumps as a fraction of one core (user + system, kernel work included). --sample.cpu-budget caps it, 5% by default.")))
 	l.add(8, 8, timeseries("Sockets per dump", []target{
-		q(sel(`tcpstate_dump_sockets{{SEL}}`, selNode), "{{instance}} {{kind}}"),
+		q(sel(`tcpstate_dump_sockets{{SEL}}`, selNode), "{{instance}} {{netns}} {{kind}}"),
 	}))
 	l.add(8, 8, timeseries("Sample interval", []target{
-		q(sel(`tcpstate_sample_interval_seconds{{SEL}}`, selNode), "{{instance}} {{kind}}"),
+		q(sel(`tcpstate_sample_interval_seconds{{SEL}}`, selNode), "{{instance}} {{netns}} {{kind}}"),
 	}, withUnit("s"), withDescription("Interval actually used between dumps; full dumps are stretched to stay within the CPU budget.")))
 	l.add(8, 8, timeseries("Sample age at scrape", []target{
-		q(sel(`tcpstate_sample_age_seconds{{SEL}}`, selNode), "{{instance}} {{kind}}"),
+		q(sel(`tcpstate_sample_age_seconds{{SEL}}`, selNode), "{{instance}} {{netns}} {{kind}}"),
 	}, withUnit("s")))
 	l.add(8, 8, timeseries("Dumps and errors", []target{
 		rateQ("tcpstate_dumps_total", "instance, kind", selNode, "{{instance}} {{kind}} dumps"),
