@@ -1,0 +1,54 @@
+package alerts
+
+import (
+	"maps"
+	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+const (
+	alertMetric   = "tcpstate_alert"
+	alertHelp     = "1 for each active alert (alertstate pending or firing), with the alert's labels, like Prometheus's ALERTS series."
+	droppedMetric = "tcpstate_alerts_dropped"
+	droppedHelp   = "Findings of the latest evaluations not tracked as alerts because --alerts.max pending and firing alerts were reached."
+)
+
+// engineCollector exposes an Engine's alerts. It is an unchecked collector
+// (Describe sends nothing) because tcpstate_alert carries each alert's own
+// label names, as Prometheus's ALERTS does.
+type engineCollector struct {
+	e       *Engine
+	dropped *prometheus.Desc
+}
+
+// Collector returns a prometheus.Collector exposing tcpstate_alert (one
+// series per pending or firing alert: alertname, severity, alertstate, the
+// finding's and the target's labels) and tcpstate_alerts_dropped. The number
+// of tcpstate_alert series is bounded by EngineOptions.MaxAlerts.
+func (e *Engine) Collector() prometheus.Collector {
+	return &engineCollector{e: e, dropped: prometheus.NewDesc(droppedMetric, droppedHelp, nil, nil)}
+}
+
+// Describe sends nothing: the collector is unchecked.
+func (c *engineCollector) Describe(chan<- *prometheus.Desc) {}
+
+// Collect sends one tcpstate_alert series per active alert.
+func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.GaugeValue, float64(c.e.Dropped()))
+	for _, a := range c.e.Alerts() {
+		labels := maps.Clone(a.Labels)
+		labels["alertstate"] = a.State.String()
+		names := slices.Sorted(maps.Keys(labels))
+		values := make([]string, len(names))
+		for i, n := range names {
+			values[i] = labels[n]
+		}
+		d := prometheus.NewDesc(alertMetric, alertHelp, names, nil)
+		m, err := prometheus.NewConstMetric(d, prometheus.GaugeValue, 1, values...)
+		if err != nil {
+			m = prometheus.NewInvalidMetric(d, err)
+		}
+		ch <- m
+	}
+}

@@ -1,0 +1,275 @@
+package alerts
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// amServer records what an Alertmanager-like HTTP server receives.
+type amServer struct {
+	mu     sync.Mutex
+	posts  []post
+	status int
+	got    chan struct{}
+}
+
+type post struct {
+	path, user, pass, contentType string
+	alerts                        []map[string]any
+}
+
+func newAMServer(t *testing.T, status int) (*amServer, *httptest.Server) {
+	am := &amServer{status: status, got: make(chan struct{}, 100)}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		p := post{path: r.URL.Path, contentType: r.Header.Get("Content-Type")}
+		p.user, p.pass, _ = r.BasicAuth()
+		if err := json.Unmarshal(body, &p.alerts); err != nil {
+			t.Errorf("body is not a JSON array of alerts: %v: %s", err, body)
+		}
+		am.mu.Lock()
+		am.posts = append(am.posts, p)
+		code := am.status
+		am.mu.Unlock()
+		w.WriteHeader(code)
+		if code != http.StatusOK {
+			_, _ = w.Write([]byte("bad alert"))
+		}
+		am.got <- struct{}{}
+	}))
+	t.Cleanup(srv.Close)
+	return am, srv
+}
+
+func (am *amServer) wait(t *testing.T, n int) []post {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		am.mu.Lock()
+		if len(am.posts) >= n {
+			out := append([]post(nil), am.posts...)
+			am.mu.Unlock()
+			return out
+		}
+		am.mu.Unlock()
+		select {
+		case <-am.got:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %d posts", n)
+		}
+	}
+}
+
+// waitCounter polls a metric for up to 5 s until it reaches want (counters
+// move after the server has answered) and returns its value.
+func waitCounter(c prometheus.Collector, want float64) float64 {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		v := testutil.ToFloat64(c)
+		if v == want || time.Now().After(deadline) {
+			return v
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func runNotifier(t *testing.T, n *Notifier) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { n.Run(ctx); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("Notifier.Run did not return after cancel")
+		}
+	})
+}
+
+func TestNotifierPostsV2Alerts(t *testing.T) {
+	am, srv := newAMServer(t, http.StatusOK)
+	base := strings.Replace(srv.URL, "http://", "http://tcp:secret@", 1) + "/am/"
+	n, err := NewNotifier(NotifierOptions{
+		URLs:           []string{base},
+		ExternalLabels: map[string]string{"instance": "node-1", "severity": "ignored", "empty": ""},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := n.URLs(); len(got) != 1 || strings.Contains(got[0], "secret") {
+		t.Errorf("URLs() = %v, want one with the password redacted", got)
+	}
+	runNotifier(t, n)
+
+	starts := time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC)
+	n.Send(PostableAlert{
+		Labels:       map[string]string{"alertname": "TCPSynFlood", "severity": "critical"},
+		Annotations:  map[string]string{"summary": "SYN flood"},
+		StartsAt:     starts,
+		EndsAt:       starts.Add(4 * time.Minute),
+		GeneratorURL: "http://node-1:9874/alerts",
+	})
+	p := am.wait(t, 1)[0]
+	if p.path != "/am/api/v2/alerts" || p.user != "tcp" || p.pass != "secret" || p.contentType != "application/json" {
+		t.Errorf("post to %s as %s:%s (%s)", p.path, p.user, p.pass, p.contentType)
+	}
+	if len(p.alerts) != 1 {
+		t.Fatalf("posted %d alerts", len(p.alerts))
+	}
+	a := p.alerts[0]
+	labels, _ := a["labels"].(map[string]any)
+	if labels["alertname"] != "TCPSynFlood" || labels["severity"] != "critical" || labels["instance"] != "node-1" || len(labels) != 3 {
+		t.Errorf("labels %v: want the alert's plus instance, external labels never overriding", labels)
+	}
+	if a["startsAt"] != "2025-03-04T05:06:07Z" || a["endsAt"] != "2025-03-04T05:10:07Z" || a["generatorURL"] != "http://node-1:9874/alerts" {
+		t.Errorf("alert %v", a)
+	}
+	if ann, _ := a["annotations"].(map[string]any); ann["summary"] != "SYN flood" {
+		t.Errorf("annotations %v", a["annotations"])
+	}
+	label := n.URLs()[0]
+	if v := waitCounter(n.sent.WithLabelValues(label), 1); v != 1 {
+		t.Errorf("notifications_total = %v, want 1", v)
+	}
+	if v := testutil.ToFloat64(n.errs.WithLabelValues(label)); v != 0 {
+		t.Errorf("errors_total = %v, want 0", v)
+	}
+}
+
+func TestNotifierCountsErrorsPerURL(t *testing.T) {
+	good, goodSrv := newAMServer(t, http.StatusOK)
+	bad, badSrv := newAMServer(t, http.StatusBadRequest)
+	n, err := NewNotifier(NotifierOptions{URLs: []string{goodSrv.URL, badSrv.URL}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runNotifier(t, n)
+	n.Send(PostableAlert{Labels: map[string]string{"alertname": "A"}}, PostableAlert{Labels: map[string]string{"alertname": "B"}})
+	good.wait(t, 1)
+	bad.wait(t, 1)
+	waitCounter(n.errs.WithLabelValues(badSrv.URL), 2)
+	waitCounter(n.sent.WithLabelValues(goodSrv.URL), 2)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(n)
+	want := `
+# HELP tcpstate_alertmanager_notifications_errors_total Alerts in posts to an Alertmanager that failed (network error, timeout or non-2xx answer).
+# TYPE tcpstate_alertmanager_notifications_errors_total counter
+tcpstate_alertmanager_notifications_errors_total{url="` + badSrv.URL + `"} 2
+tcpstate_alertmanager_notifications_errors_total{url="` + goodSrv.URL + `"} 0
+# HELP tcpstate_alertmanager_notifications_total Alerts posted to an Alertmanager (successfully or not).
+# TYPE tcpstate_alertmanager_notifications_total counter
+tcpstate_alertmanager_notifications_total{url="` + badSrv.URL + `"} 2
+tcpstate_alertmanager_notifications_total{url="` + goodSrv.URL + `"} 2
+# HELP tcpstate_alertmanager_notifications_dropped_total Alerts discarded without being posted because an Alertmanager's queue was full.
+# TYPE tcpstate_alertmanager_notifications_dropped_total counter
+tcpstate_alertmanager_notifications_dropped_total{url="` + badSrv.URL + `"} 0
+tcpstate_alertmanager_notifications_dropped_total{url="` + goodSrv.URL + `"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"tcpstate_alertmanager_notifications_total", "tcpstate_alertmanager_notifications_errors_total", "tcpstate_alertmanager_notifications_dropped_total"); err != nil {
+		t.Fatal(err)
+	}
+	problems, err := testutil.CollectAndLint(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestNotifierQueueDropsOldest(t *testing.T) {
+	am, srv := newAMServer(t, http.StatusOK)
+	n, err := NewNotifier(NotifierOptions{URLs: []string{srv.URL}, QueueCapacity: 3, BatchSize: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Queue before the sender runs: five alerts into three places.
+	for _, name := range []string{"a1", "a2", "a3", "a4", "a5"} {
+		n.Send(PostableAlert{Labels: map[string]string{"alertname": name}})
+	}
+	if v := testutil.ToFloat64(n.dropped.WithLabelValues(srv.URL)); v != 2 {
+		t.Errorf("dropped = %v, want 2", v)
+	}
+	if v := testutil.ToFloat64(n.queueLen.WithLabelValues(srv.URL)); v != 3 {
+		t.Errorf("queue length = %v, want 3", v)
+	}
+	runNotifier(t, n)
+	p := am.wait(t, 1)[0]
+	var names []string
+	for _, a := range p.alerts {
+		names = append(names, a["labels"].(map[string]any)["alertname"].(string))
+	}
+	if strings.Join(names, ",") != "a3,a4,a5" {
+		t.Errorf("posted %v, want the newest three", names)
+	}
+}
+
+func TestNotifierRejectsBadURLs(t *testing.T) {
+	for _, u := range []string{"ftp://am:9093", "am:9093", "http://", "http://am:9093/?x=1", "http://a b/"} {
+		if _, err := NewNotifier(NotifierOptions{URLs: []string{u}}); err == nil {
+			t.Errorf("NewNotifier(%q) accepted it", u)
+		}
+	}
+}
+
+func TestNotifierStopsWithRequestInFlight(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer srv.Close()
+	defer close(release)
+
+	before := runtime.NumGoroutine()
+	n, err := NewNotifier(NotifierOptions{URLs: []string{srv.URL, srv.URL + "/second"}, Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { n.Run(ctx); close(done) }()
+	n.Send(PostableAlert{Labels: map[string]string{"alertname": "A"}})
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no request reached the server")
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5s of cancel while a request hung")
+	}
+	srv.CloseClientConnections()
+	// Idle keep-alive connections of the default transport may linger a
+	// moment; the sender goroutines must not.
+	n.opts.Client.CloseIdleConnections()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before+2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine(); g > before+2 {
+		t.Errorf("%d goroutines after Run returned, %d before", g, before)
+	}
+}
