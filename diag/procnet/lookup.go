@@ -28,6 +28,12 @@ type LookupOptions struct {
 	// first owner of the last inode found, and a shared socket may list only
 	// the owners seen so far.
 	AllOwners bool
+	// Hint lists processes to scan before the rest, such as the owners a
+	// previous lookup found. When they hold every inode the scan ends after
+	// them, which turns a scan of the whole node into a few reads. Each
+	// process is scanned at most once; hints that do not exist count as
+	// vanished.
+	Hint []int
 }
 
 // LookupStats says what a lookup did.

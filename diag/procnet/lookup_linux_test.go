@@ -126,6 +126,23 @@ func TestLookupFakeProc(t *testing.T) {
 		t.Errorf("all owners: %v, stats %+v", owners, st)
 	}
 
+	// Hints are scanned first and only once.
+	owners, st, err = l.Lookup([]uint64{1001, 1002}, LookupOptions{Hint: []int{999, 200, 999}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	beta := []Process{{200, "beta"}}
+	if st.PIDsScanned != 2 || st.Vanished != 1 || !slices.Equal(owners[1001], beta) || !slices.Equal(owners[1002], beta) {
+		t.Errorf("hint: owners %v, stats %+v", owners, st)
+	}
+	owners, st, err = l.Lookup([]uint64{1001, 1002}, LookupOptions{Hint: []int{200}, AllOwners: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PIDsScanned != 5 || len(owners[1001]) != 2 || owners[1001][0] != beta[0] {
+		t.Errorf("hint with AllOwners: owners %v, stats %+v", owners, st)
+	}
+
 	// Limits.
 	_, st, err = l.Lookup([]uint64{9999}, LookupOptions{MaxPIDs: 2})
 	if err != nil || st.PIDsScanned != 2 || !st.Incomplete {
@@ -252,7 +269,7 @@ func TestLookupOwnSockets(t *testing.T) {
 		inodeOf(t, cl.(*net.TCPConn)),
 		inodeOf(t, udp.(*net.UDPConn)),
 	}
-	owners, st, err := NewInodeLookup("").Lookup(inodes, LookupOptions{Timeout: 10 * time.Second})
+	owners, st, err := NewInodeLookup("").Lookup(inodes, LookupOptions{Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,6 +283,15 @@ func TestLookupOwnSockets(t *testing.T) {
 		t.Errorf("incomplete: %+v", st)
 	}
 	t.Logf("found %d inodes in %v: %+v", len(owners), st.Elapsed, st)
+
+	// With the owner as a hint, one process is read instead of the node.
+	owners, st, err = NewInodeLookup("").Lookup(inodes, LookupOptions{Hint: []int{os.Getpid()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.PIDsScanned != 1 || len(owners) != len(inodes) {
+		t.Errorf("hinted lookup: owners %v, stats %+v", owners, st)
+	}
 }
 
 // startHolder starts `sleep` holding f as descriptor 3.
@@ -302,7 +328,7 @@ func TestLookupChildProcess(t *testing.T) {
 	f.Close()
 	ln.Close()
 
-	owners, st, err := NewInodeLookup("").Lookup([]uint64{ino}, LookupOptions{Timeout: 10 * time.Second})
+	owners, st, err := NewInodeLookup("").Lookup([]uint64{ino}, LookupOptions{Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,7 +350,7 @@ func TestLookupChildProcess(t *testing.T) {
 	}
 	defer f2.Close()
 	cmd2 := startHolder(t, f2)
-	owners, _, err = NewInodeLookup("").Lookup([]uint64{ino2}, LookupOptions{AllOwners: true, Timeout: 10 * time.Second})
+	owners, _, err = NewInodeLookup("").Lookup([]uint64{ino2}, LookupOptions{AllOwners: true, Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +377,7 @@ func TestLookupDeniedRealProc(t *testing.T) {
 	f.Close()
 	ln.Close()
 	err = asUser(t, 65534, func() error {
-		owners, st, err := NewInodeLookup("").Lookup([]uint64{ino}, LookupOptions{Timeout: 10 * time.Second})
+		owners, st, err := NewInodeLookup("").Lookup([]uint64{ino}, LookupOptions{Timeout: time.Minute})
 		if err != nil {
 			return err
 		}
@@ -366,7 +392,7 @@ func TestLookupDeniedRealProc(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The same lookup with full privileges finds the child.
-	owners, _, err := NewInodeLookup("").Lookup([]uint64{ino}, LookupOptions{Timeout: 10 * time.Second})
+	owners, _, err := NewInodeLookup("").Lookup([]uint64{ino}, LookupOptions{Timeout: time.Minute})
 	if err != nil || !slices.Equal(owners[ino], []Process{{cmd.Process.Pid, "sleep"}}) {
 		t.Errorf("as root: owners %v, err %v", owners, err)
 	}
