@@ -184,7 +184,8 @@ func TestRunbooks(t *testing.T) {
 
 // unitTestFile is the part of a promtool test file this package reads.
 type unitTestFile struct {
-	Tests []struct {
+	GroupEvalOrder []string `yaml:"group_eval_order"`
+	Tests          []struct {
 		AlertRuleTest []struct {
 			Alertname string `yaml:"alertname"`
 			ExpAlerts []struct {
@@ -213,6 +214,11 @@ func TestEveryAlertHasFiringAndQuietCases(t *testing.T) {
 		var tf unitTestFile
 		if err := yaml.Unmarshal(b, &tf); err != nil {
 			t.Fatalf("%s: %v", f, err)
+		}
+		// promtool runs groups in random order unless told: recordings must
+		// come before the alerts that read them, or results vary between runs.
+		if !slices.Equal(tf.GroupEvalOrder, []string{"tcpstate.recording", "tcpstate.alerts"}) {
+			t.Errorf("%s: group_eval_order is %v, want [tcpstate.recording tcpstate.alerts]", f, tf.GroupEvalOrder)
 		}
 		for _, tc := range tf.Tests {
 			for _, at := range tc.AlertRuleTest {
