@@ -327,7 +327,10 @@ func checkVariables(t *testing.T, l loaded) {
 	}
 }
 
-// readMetricNames reads testdata/metrics.txt: the metric names of the contract.
+// readMetricNames reads testdata/metrics.txt: the metric names of the contract
+// (docs/CONTRACT.md), written by hand for now. An end-to-end test will later
+// check the same names against the exporter's real /metrics output, so that a
+// dashboard cannot query a metric the exporter does not serve.
 func readMetricNames(t *testing.T) map[string]bool {
 	t.Helper()
 	f, err := os.Open(filepath.Join("testdata", "metrics.txt"))
