@@ -5,6 +5,10 @@
 #
 #   scripts/bench.sh [SOCKETS ...]
 #
+# Modes: floor (raw dump reading only the state byte), exporter (a full
+# sample), nodeexporter (node_exporter's tcpstat approach), and floor-v2 and
+# exporter-v2: the same with two SOCK_DIAG_BY_FAMILY requests instead of one
+# legacy TCPDIAG_GETSOCK walk.
 # Each mode runs in its own process (so its peak RSS is its own), modes
 # interleaved round-robin for ROUNDS rounds (default 3) of SAMPLES samples
 # (default 3) after a warm-up. Then the real exporter runs in the namespace
@@ -67,8 +71,10 @@ for total in "${counts[@]}"; do
   echo "   fixture up in $(( $(date +%s) - t0 ))s; ss says $(ip netns exec "$ns" ss -tanH state established | wc -l) established" >&2
 
   for r in $(seq 1 "$rounds"); do
-    for mode in floor exporter nodeexporter; do
-      ip netns exec "$ns" "$tmp/diagbench" -mode "$mode" -n "$samples" | sed "s/^{/{\"round\":$r,\"target\":$total,/" | tee -a "$tmp/results.jsonl" >&2
+    for mode in floor exporter nodeexporter floor:v2 exporter:v2; do
+      method=auto
+      case "$mode" in *:v2) method=v2; mode=${mode%:v2} ;; esac
+      ip netns exec "$ns" "$tmp/diagbench" -mode "$mode" -method "$method" -n "$samples" | sed "s/^{/{\"round\":$r,\"target\":$total,/" | tee -a "$tmp/results.jsonl" >&2
     done
   done
 

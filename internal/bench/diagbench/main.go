@@ -90,6 +90,9 @@ func main() {
 		}
 	case "floor", "exporter", "nodeexporter":
 		r, err = measure(*mode, *n, *method)
+		if *method == "v2" {
+			r.Mode += "-v2"
+		}
 	default:
 		err = fmt.Errorf("unknown -mode %q", *mode)
 	}
@@ -412,7 +415,7 @@ func table(in io.Reader, out io.Writer) error {
 		fmt.Fprintln(out, "| mode | sockets counted | CPU per sample (s) | wall per sample (s) | allocs per sample | bytes allocated per sample | peak RSS (MB) | rounds |")
 		fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|")
 		floorCPU := 0.0
-		for _, m := range []string{"floor", "exporter", "nodeexporter"} {
+		for _, m := range []string{"floor", "exporter", "nodeexporter", "floor-v2", "exporter-v2"} {
 			rs := runs[key{t, m}]
 			if len(rs) == 0 {
 				continue
@@ -422,7 +425,7 @@ func table(in io.Reader, out io.Writer) error {
 				floorCPU = cpu
 			}
 			ratio := ""
-			if floorCPU > 0 && m != "floor" {
+			if floorCPU > 0 && m != "floor" && m != "floor-v2" {
 				ratio = fmt.Sprintf(" (%.2fx floor)", cpu/floorCPU)
 			}
 			fmt.Fprintf(out, "| %s | %d | %.3f%s | %.3f | %.0f | %.0f | %.1f | %d |\n", m, rs[0].Sockets, cpu, ratio,
