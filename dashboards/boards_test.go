@@ -86,8 +86,8 @@ func overview() *dashboard {
 		rateQ("tcpstate_dump_errors_total", "instance, kind", selNode, "{{instance}} {{kind}} errors"),
 	}, withUnit("cps")))
 	l.add(8, 8, timeseries("Series folded into \"other\"", []target{
-		rateQ("tcpstate_folded_series_total", "instance, kind", selNode, "{{instance}} {{kind}}"),
-	}, withUnit("cps"), withDescription("Entries folded because a --collector.*.max limit was hit.")))
+		q("sum by (instance, kind) (tcpstate_folded_series{"+selNode+"})", "{{instance}} {{kind}}"),
+	}, withUnit("short"), withDescription("Entries folded into an \"other\" series in the latest sample because a --collector.*.max limit was hit.")))
 	l.add(8, 8, table("Build", []target{
 		tableQ(sel(`tcpstate_build_info{{SEL}}`, selNode)),
 	}, nil, withHiddenColumns("Value")))
