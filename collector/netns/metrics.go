@@ -1,0 +1,71 @@
+package netns
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics is a prometheus.Collector over a Manager's Stats.
+type metrics struct {
+	m *Manager
+
+	namespaces, added, dropped, openErrors *prometheus.Desc
+	discoveries, discoveryErrors           *prometheus.Desc
+	sweepDuration, sweepCPU, period, full  *prometheus.Desc
+}
+
+// Collector returns a prometheus.Collector of the Manager's own numbers:
+// tcpstate_netns_namespaces, tcpstate_netns_added_total,
+// tcpstate_netns_dropped_total, tcpstate_netns_open_errors_total,
+// tcpstate_netns_discoveries_total, tcpstate_netns_discovery_errors_total,
+// tcpstate_netns_sweep_duration_seconds, tcpstate_netns_sweep_cpu_seconds,
+// tcpstate_netns_sweep_period_seconds and
+// tcpstate_netns_full_interval_seconds.
+func (m *Manager) Collector() prometheus.Collector {
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc("tcpstate_netns_"+name, help, nil, nil)
+	}
+	return &metrics{
+		m:               m,
+		namespaces:      d("namespaces", "Network namespaces being sampled (--netns=all)."),
+		added:           d("added_total", "Network namespaces that started being sampled."),
+		dropped:         d("dropped_total", "Network namespaces that went away and stopped being sampled."),
+		openErrors:      d("open_errors_total", "Network namespaces that exist but could not be opened or sampled (each counted once)."),
+		discoveries:     d("discoveries_total", "Scans of /proc and the namespace run directories."),
+		discoveryErrors: d("discovery_errors_total", "Scans of /proc and the namespace run directories that failed."),
+		sweepDuration:   d("sweep_duration_seconds", "Wall time of the latest pass over all namespaces (dumps and the pacing between them)."),
+		sweepCPU:        d("sweep_cpu_seconds", "CPU time the dumps of the latest pass over all namespaces used."),
+		period:          d("sweep_period_seconds", "Planned time between the starts of two passes over all namespaces."),
+		full:            d("full_interval_seconds", "Planned time between two full dumps of one namespace."),
+	}
+}
+
+// Describe sends every Desc.
+func (c *metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.namespaces, c.added, c.dropped, c.openErrors, c.discoveries,
+		c.discoveryErrors, c.sweepDuration, c.sweepCPU, c.period, c.full} {
+		ch <- d
+	}
+}
+
+// Collect sends the current values.
+func (c *metrics) Collect(ch chan<- prometheus.Metric) {
+	st := c.m.Stats()
+	g := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+	}
+	n := func(d *prometheus.Desc, v uint64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	g(c.namespaces, float64(st.Namespaces))
+	n(c.added, st.Added)
+	n(c.dropped, st.Dropped)
+	n(c.openErrors, st.OpenErrors)
+	n(c.discoveries, st.Refreshes)
+	n(c.discoveryErrors, st.RefreshErrors)
+	if st.Sweeps > 0 {
+		g(c.sweepDuration, st.SweepDuration.Seconds())
+		g(c.sweepCPU, st.SweepCPU.Seconds())
+	}
+	g(c.period, st.Period.Seconds())
+	g(c.full, st.FullEvery.Seconds())
+}
