@@ -118,7 +118,7 @@ func TestManagerFakeTree(t *testing.T) {
 		labels      []string
 		listen, est uint64
 	}{
-		"host":      {[]string{"host", "", ""}, 1, 0},
+		"host":     {[]string{"host", "", ""}, 1, 0},
 		label("a"): {[]string{label("a"), "shop", "web-0"}, 2, 3},
 		label("b"): {[]string{label("b"), "", ""}, 0, 1},
 		label("c"): {[]string{label("c"), "", ""}, 0, 0},
