@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/tcpstate/tcpstate-exporter/collector"
+	"github.com/tcpstate/tcpstate-exporter/collector/alerts"
 )
 
 // agent wires the sampler, the Prometheus registry and the HTTP handlers.
@@ -22,9 +23,10 @@ type agent struct {
 	logger   *slog.Logger
 	sampler  *collector.Sampler
 	registry *prometheus.Registry
+	alerting *alerting
 }
 
-func newAgent(cfg *config, logger *slog.Logger) *agent {
+func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 	s := collector.NewSampler(collector.Options{
 		Interval:  cfg.interval,
 		CPUBudget: cfg.budget,
@@ -40,10 +42,18 @@ func newAgent(cfg *config, logger *slog.Logger) *agent {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	return &agent{cfg: cfg, logger: logger, sampler: s, registry: reg}
+	al, err := newAlerting(cfg, logger, func() []collector.Target { return targets }, nil)
+	if err != nil {
+		return nil, err
+	}
+	reg.MustRegister(al.collectors()...)
+	return &agent{cfg: cfg, logger: logger, sampler: s, registry: reg, alerting: al}, nil
 }
 
-func (a *agent) run(ctx context.Context) { a.sampler.Run(ctx) }
+func (a *agent) run(ctx context.Context) {
+	go a.alerting.run(ctx)
+	a.sampler.Run(ctx)
+}
 
 // ready reports whether a full sample exists and sampling is not stale.
 func (a *agent) ready(now time.Time) (bool, string) {
@@ -81,6 +91,7 @@ func (a *agent) handler() http.Handler {
 		}
 		_, _ = w.Write([]byte(why + "\n"))
 	})
+	mux.Handle("/alerts", alerts.Handler(a.alerting.engine))
 	if a.cfg.telemetryPath != "/" {
 		landing, err := web.NewLandingPage(web.LandingConfig{
 			Name:        "TCP State Exporter",
@@ -88,6 +99,7 @@ func (a *agent) handler() http.Handler {
 			Version:     version.Info(),
 			Links: []web.LandingLinks{
 				{Address: a.cfg.telemetryPath, Text: "Metrics"},
+				{Address: "/alerts", Text: "Alerts"},
 				{Address: "/-/healthy", Text: "Health"},
 				{Address: "/-/ready", Text: "Readiness"},
 			},

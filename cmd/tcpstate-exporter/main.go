@@ -38,6 +38,8 @@ type config struct {
 	method        string
 	web           *web.FlagConfig
 	log           *promslog.Config
+	alerts        alertsConfig
+	snapshot      snapshotConfig
 }
 
 // usageError marks a bad flag or argument: exit code 2.
@@ -61,7 +63,9 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*config, string, error
 	app.Flag("diag.method", "sock_diag request: auto (one legacy walk for both families), legacy, or v2 (one request per family).").Default("auto").EnumVar(&cfg.method, "auto", "legacy", "v2")
 	cfg.web = webflag.AddFlags(app, ":9874")
 	promslogflag.AddFlags(app, cfg.log)
+	addAlertFlags(app, &cfg.alerts)
 	app.Command("serve", "Sample this node and serve metrics over HTTP (the default).").Default()
+	addSnapshotCommand(app, &cfg.snapshot)
 	cmd, err := app.Parse(args)
 	if err != nil {
 		return nil, "", &usageError{nameFlag(args, err)}
@@ -110,7 +114,10 @@ func (c *config) validate() error {
 	case len(c.telemetryPath) == 0 || c.telemetryPath[0] != '/':
 		return fmt.Errorf("--web.telemetry-path=%q: must start with /", c.telemetryPath)
 	}
-	return nil
+	if err := c.alerts.validate(); err != nil {
+		return err
+	}
+	return c.snapshot.validate()
 }
 
 func (c *config) diagMethod() diag.Method {
@@ -124,10 +131,13 @@ func (c *config) diagMethod() diag.Method {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	cfg, _, err := parseFlags(args, stdout, stderr)
+	cfg, cmd, err := parseFlags(args, stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "tcpstate-exporter: error: %v\n", err)
 		return 2
+	}
+	if cmd == "snapshot" {
+		return runSnapshot(cfg, stdout, stderr)
 	}
 	cfg.log.Writer = stderr
 	logger := promslog.New(cfg.log)
@@ -135,7 +145,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	a := newAgent(cfg, logger)
+	a, err := newAgent(cfg, logger)
+	if err != nil {
+		logger.Error("setting up", "err", err)
+		return 1
+	}
 	go a.run(ctx)
 
 	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}

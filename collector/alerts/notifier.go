@@ -150,6 +150,13 @@ func NewNotifier(opts NotifierOptions) (*Notifier, error) {
 	return n, nil
 }
 
+// CheckAlertmanagerURL reports whether raw is a usable Alertmanager base
+// URL (http or https, with a host, without query or fragment).
+func CheckAlertmanagerURL(raw string) error {
+	_, err := parseAlertmanagerURL(raw)
+	return err
+}
+
 // parseAlertmanagerURL checks an Alertmanager base URL.
 func parseAlertmanagerURL(raw string) (*url.URL, error) {
 	u, err := url.Parse(raw)
