@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tcpstate/tcpstate-exporter/collector/detect"
+	"github.com/tcpstate/tcpstate-exporter/diag/procnet"
 )
 
 const namespace = "tcpstate"
@@ -27,6 +30,10 @@ type ExporterOptions struct {
 	// into one series per family with address and port "other".
 	// Zero means 1000.
 	MaxListeners int
+	// MaxDestinations bounds the destination series per target (most used
+	// first, at most StoredDestinations); the rest fold into one series per
+	// family with addresses and port "other". Zero means 50.
+	MaxDestinations int
 	// Now returns the current time; default time.Now.
 	Now func() time.Time
 }
@@ -43,6 +50,36 @@ type Exporter struct {
 	dumpDuration, dumpSockets, dumps       *prometheus.Desc
 	dumpErrors, dumpCPU, interval, planned *prometheus.Desc
 	sampleAge, unknown                     *prometheus.Desc
+	destUsed, destTW, portsUsable          *prometheus.Desc
+	cwSockets, cwOldest, cwUntracked       *prometheus.Desc
+	orphans, sysctl, kernelErrors          *prometheus.Desc
+	netstat                                []netstatDesc
+}
+
+// netstatDesc is one kernel counter exported as tcpstate_netstat_<name>_total.
+type netstatDesc struct {
+	field procnet.Field
+	desc  *prometheus.Desc
+}
+
+// netstatCounters are the exported kernel counters and their metric names.
+var netstatCounters = []struct {
+	field procnet.Field
+	name  string
+}{
+	{procnet.FieldListenOverflows, "listen_overflows"},
+	{procnet.FieldListenDrops, "listen_drops"},
+	{procnet.FieldSyncookiesSent, "syncookies_sent"},
+	{procnet.FieldSyncookiesRecv, "syncookies_recv"},
+	{procnet.FieldSyncookiesFailed, "syncookies_failed"},
+	{procnet.FieldTCPReqQFullDoCookies, "reqq_full_do_cookies"},
+	{procnet.FieldTCPReqQFullDrop, "reqq_full_drop"},
+	{procnet.FieldTCPTimeWaitOverflow, "time_wait_overflow"},
+	{procnet.FieldTCPAbortOnTimeout, "abort_on_timeout"},
+	{procnet.FieldTCPAbortOnData, "abort_on_data"},
+	{procnet.FieldTCPAbortOnClose, "abort_on_close"},
+	{procnet.FieldOutRsts, "out_rsts"},
+	{procnet.FieldEstabResets, "estab_resets"},
 }
 
 // NewExporter returns an Exporter reading the targets that targets returns
@@ -50,6 +87,9 @@ type Exporter struct {
 func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 	if opts.MaxListeners <= 0 {
 		opts.MaxListeners = 1000
+	}
+	if opts.MaxDestinations <= 0 {
+		opts.MaxDestinations = 50
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -59,7 +99,23 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(namespace+"_"+name, help, with(labels...), nil)
 	}
+	var ns []netstatDesc
+	for _, c := range netstatCounters {
+		ns = append(ns, netstatDesc{c.field, d("netstat_"+c.name+"_total",
+			"Kernel TCP counter "+c.field.Section()+":"+c.field.Name()+" of the namespace (/proc/net/"+map[string]string{"TcpExt": "netstat", "Tcp": "snmp"}[c.field.Section()]+").")})
+	}
+	dest := []string{"family", "local_address", "remote_address", "remote_port"}
 	return &Exporter{
+		netstat:      ns,
+		destUsed:     d("destination_local_ports_used", "Outbound sockets (TIME_WAIT included) holding a local port towards a destination, from the latest full sample.", dest...),
+		destTW:       d("destination_time_wait", "Outbound sockets towards a destination that are in TIME_WAIT, from the latest full sample.", dest...),
+		portsUsable:  d("local_ports_usable", "Local ports connect() can pick: the size of net.ipv4.ip_local_port_range minus net.ipv4.ip_local_reserved_ports."),
+		cwSockets:    d("close_wait_sockets", "CLOSE_WAIT sockets by local port (\"ephemeral\" for outbound ones) and owning command (empty until looked up).", "port", "command"),
+		cwOldest:     d("close_wait_oldest_seconds", "Age of the oldest CLOSE_WAIT socket of the group, tracked by socket cookie since the exporter first saw it.", "port", "command"),
+		cwUntracked:  d("close_wait_untracked_sockets", "CLOSE_WAIT sockets not tracked by cookie because the tracker is full; they are in no tcpstate_close_wait_sockets group."),
+		orphans:      d("orphan_sockets", "Orphaned TCP sockets (sockstat; host-wide)."),
+		sysctl:       d("sysctl", "Values of the sysctls the detectors use.", "name"),
+		kernelErrors: d("kernel_read_errors_total", "Failed reads of a kernel file (procfs net file, sysctl, or netns when the namespace could not be entered); the values that depend on it are missing.", "file"),
 		targets:      targets,
 		opts:         opts,
 		sockets:      d("sockets", "TCP sockets per address family and state: rare states from the latest dump, established and time_wait from the latest full dump.", "family", "state"),
@@ -84,8 +140,12 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 // Describe sends every Desc.
 func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{e.sockets, e.socketsMax, e.lQueue, e.lLimit, e.lSynRecv, e.lSockets,
-		e.folded, e.dumpDuration, e.dumpSockets, e.dumps, e.dumpErrors, e.dumpCPU, e.interval, e.planned, e.sampleAge, e.unknown} {
+		e.folded, e.dumpDuration, e.dumpSockets, e.dumps, e.dumpErrors, e.dumpCPU, e.interval, e.planned, e.sampleAge, e.unknown,
+		e.destUsed, e.destTW, e.portsUsable, e.cwSockets, e.cwOldest, e.cwUntracked, e.orphans, e.sysctl, e.kernelErrors} {
 		ch <- d
+	}
+	for _, n := range e.netstat {
+		ch <- n.desc
 	}
 }
 
@@ -106,6 +166,23 @@ func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, t Target, v View, 
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, val, lv(l...)...)
 	}
 
+	files := make([]string, 0, len(v.KernelErrors))
+	for f := range v.KernelErrors {
+		files = append(files, f)
+	}
+	slices.Sort(files)
+	for _, f := range files {
+		counter(e.kernelErrors, float64(v.KernelErrors[f]), f)
+	}
+	if smp := v.Latest; smp != nil {
+		e.collectKernel(ch, lv, &smp.Kernel)
+		for _, g := range smp.CloseWait {
+			gauge(e.cwSockets, float64(g.Count), g.Port, g.Command)
+			gauge(e.cwOldest, g.Oldest.Seconds(), g.Port, g.Command)
+		}
+		gauge(e.cwUntracked, float64(smp.CloseWaitUntracked))
+		gauge(e.folded, float64(smp.CloseWaitFolded), "closewait")
+	}
 	for _, k := range Kinds {
 		ks := v.Stats[k]
 		kn := k.String()
@@ -154,6 +231,76 @@ func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, t Target, v View, 
 		emit(l, "other", "other")
 	}
 	gauge(e.folded, float64(folded), "listeners")
+
+	keptD, otherD, foldedD := foldDestinations(v.Full, e.opts.MaxDestinations)
+	for _, d := range keptD {
+		l := []string{d.Family.String(), d.Local.String(), d.Remote.String(), strconv.Itoa(int(d.RemotePort))}
+		gauge(e.destUsed, float64(d.Used), l...)
+		gauge(e.destTW, float64(d.TimeWait), l...)
+	}
+	for _, d := range otherD {
+		l := []string{d.Family.String(), "other", "other", "other"}
+		gauge(e.destUsed, float64(d.Used), l...)
+		gauge(e.destTW, float64(d.TimeWait), l...)
+	}
+	gauge(e.folded, float64(foldedD), "destinations")
+}
+
+// collectKernel sends the kernel counters, orphans and sysctls that could
+// be read.
+func (e *Exporter) collectKernel(ch chan<- prometheus.Metric, lv func(...string) []string, k *Kernel) {
+	for _, n := range e.netstat {
+		if v, ok := k.Counters.Get(n.field); ok {
+			ch <- prometheus.MustNewConstMetric(n.desc, prometheus.CounterValue, float64(v), lv()...)
+		}
+	}
+	if v, ok := k.Sockstat.Get(procnet.SockstatTCPOrphan); ok {
+		ch <- prometheus.MustNewConstMetric(e.orphans, prometheus.GaugeValue, float64(v), lv()...)
+	}
+	for _, s := range procnet.IntSysctls() {
+		if v, ok := k.Sysctls.Int(s); ok {
+			ch <- prometheus.MustNewConstMetric(e.sysctl, prometheus.GaugeValue, float64(v), lv(s.Name())...)
+		}
+	}
+	if n, ok := k.Sysctls.UsablePorts(); ok {
+		ch <- prometheus.MustNewConstMetric(e.portsUsable, prometheus.GaugeValue, float64(n), lv()...)
+	}
+}
+
+// foldDestinations keeps the limit most used destinations of a full sample
+// and sums the rest, with what the sample itself folded, into one entry per
+// family.
+func foldDestinations(smp *Sample, limit int) (kept, other []detect.Destination, folded int) {
+	if smp == nil {
+		return nil, nil, 0
+	}
+	ds := smp.Destinations
+	var sums [2]detect.Destination
+	var present [2]bool
+	add := func(d detect.Destination) {
+		i := familyIndex(d.Family)
+		present[i] = true
+		sums[i].Family = d.Family
+		sums[i].Used += d.Used
+		sums[i].TimeWait += d.TimeWait
+	}
+	for _, d := range smp.DestinationsOther {
+		add(d)
+	}
+	folded = smp.DestinationsFolded
+	if len(ds) > limit {
+		for _, d := range ds[limit:] {
+			add(d)
+		}
+		folded += len(ds) - limit
+		ds = ds[:limit]
+	}
+	for i := range sums {
+		if present[i] {
+			other = append(other, sums[i])
+		}
+	}
+	return ds, other, folded
 }
 
 // foldListeners keeps the max listeners that matter most (fullest accept

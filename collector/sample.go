@@ -6,7 +6,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tcpstate/tcpstate-exporter/collector/detect"
 	"github.com/tcpstate/tcpstate-exporter/diag"
+	"github.com/tcpstate/tcpstate-exporter/diag/procnet"
 )
 
 // Kind names the two kinds of dump a Sampler runs.
@@ -77,23 +79,19 @@ func (c *Counts) Total() uint64 {
 
 // ListenerKey identifies a listening address. Several sockets may share one
 // (SO_REUSEPORT); they are reported together.
-type ListenerKey struct {
-	Family diag.Family
-	Addr   netip.Addr
-	Port   uint16
-}
+type ListenerKey = detect.ListenerKey
 
-// Listener is one listening address and its queues.
-type Listener struct {
-	ListenerKey
-	// Sockets is the number of listening sockets behind the address.
-	Sockets int
-	// QueueLen is the number of connections waiting to be accepted, and
-	// QueueLimit the accept-queue limit, summed over the sockets.
-	QueueLen   uint64
-	QueueLimit uint64
-	// SynRecv counts half-open connections (request sockets) for it.
-	SynRecv uint64
+// Listener is one listening address, its queues and its half-open
+// connections.
+type Listener = detect.Listener
+
+// Kernel holds what a sample read from procfs besides the dump: the TCP
+// counters, sockstat and the sysctls the detectors use. Each part's Present
+// set says what could be read.
+type Kernel struct {
+	Counters procnet.Counters
+	Sockstat procnet.Sockstat
+	Sysctls  procnet.Sysctls
 }
 
 // Sample is what one dump saw in one network namespace.
@@ -110,29 +108,147 @@ type Sample struct {
 	Unknown uint64
 	// Dump describes the kernel exchange.
 	Dump diag.Stats
+	// Kernel holds the counters, sockstat and sysctls read with the dump.
+	Kernel Kernel
+
+	// Destinations (full samples only) counts outbound sockets per
+	// destination, most used first, at most StoredDestinations of them.
+	// An outbound socket is a connected one (not LISTEN, SYN_RECV or CLOSE)
+	// whose local port lies in ip_local_port_range (when readable) and is
+	// not a listening port of the namespace (in this dump or the previous
+	// one). DestinationsOther holds, per family, the sums of the
+	// destinations beyond the limit (with zero addresses), and
+	// DestinationsFolded how many destinations they are.
+	Destinations       []detect.Destination
+	DestinationsOther  []detect.Destination
+	DestinationsFolded int
+
+	// CloseWait groups the CLOSE_WAIT sockets by local port and owning
+	// command, most sockets first; CloseWaitFolded counts groups folded into
+	// the last one (port and command "other") by Options.MaxCloseWaitGroups,
+	// and CloseWaitUntracked the sockets not tracked because the tracker
+	// was full (they are in Counts but in no group).
+	CloseWait          []detect.CloseWaitGroup
+	CloseWaitFolded    int
+	CloseWaitUntracked uint64
+}
+
+// Bounds on the per-dump bookkeeping.
+const (
+	// maxSynSources caps the distinct SYN_RECV source addresses counted
+	// per local address; maxSynSourcesTotal caps them over all.
+	maxSynSources      = 4096
+	maxSynSourcesTotal = 1 << 16
+	// maxSynPrefixes caps the source prefixes counted per local address.
+	maxSynPrefixes = 1024
+	// topSources is the number of source prefixes kept per listener.
+	topSources = 5
+	// maxDestinations caps the destinations tracked in one dump; sockets
+	// towards further destinations are counted in the "other" sums.
+	maxDestinations = 1 << 17
+	// StoredDestinations is the most destinations a Sample keeps.
+	StoredDestinations = 1000
+)
+
+// portSet is a set of ports.
+type portSet [65536 / 64]uint64
+
+func (p *portSet) add(port uint16)      { p[port>>6] |= 1 << (port & 63) }
+func (p *portSet) has(port uint16) bool { return p[port>>6]&(1<<(port&63)) != 0 }
+
+// synAgg gathers the request sockets of one local address and port.
+type synAgg struct {
+	key      ListenerKey
+	n        uint64
+	distinct int
+	capped   bool
+	prefixes int
+}
+
+type synSrcKey struct {
+	idx  int32
+	addr [16]byte
+}
+
+type synPfxKey struct {
+	idx int32
+	pfx [16]byte
+}
+
+type destKey struct {
+	fam    diag.Family
+	rport  uint16
+	local  [16]byte
+	remote [16]byte
+}
+
+type destAgg struct {
+	used, tw uint64
 }
 
 // aggregator folds a dump's sockets into a Sample. It is reused across
-// dumps: its map keeps its buckets.
+// dumps: its maps keep their buckets.
 type aggregator struct {
 	sample    *Sample
 	listeners map[ListenerKey]*Listener
-	// synRecv counts request sockets by (family, local address, port) until
-	// the dump ends, when they are matched with listeners.
-	synRecv map[ListenerKey]uint64
+
+	// Request sockets by local address and port, matched with listeners
+	// when the dump ends; their source addresses and prefixes.
+	synIdx map[ListenerKey]int32
+	syn    []synAgg
+	synSrc map[synSrcKey]struct{}
+	synPfx map[synPfxKey]uint64
+
+	// Outbound sockets per destination (full dumps only).
+	dest         bool
+	ephLo, ephHi uint16
+	// ports holds the listening ports of this dump and the previous one,
+	// prevPorts those of the previous one.
+	ports, prevPorts portSet
+	destIdx          map[destKey]int32
+	dests            []destAgg
+	destKeys         []destKey
+	destOther        [2]destAgg
+
+	cw *closeWaitTracker
 }
 
-func newAggregator() *aggregator {
-	return &aggregator{listeners: map[ListenerKey]*Listener{}, synRecv: map[ListenerKey]uint64{}}
+func newAggregator(maxTracked int) *aggregator {
+	return &aggregator{
+		listeners: map[ListenerKey]*Listener{},
+		synIdx:    map[ListenerKey]int32{},
+		synSrc:    map[synSrcKey]struct{}{},
+		synPfx:    map[synPfxKey]uint64{},
+		destIdx:   map[destKey]int32{},
+		cw:        newCloseWaitTracker(maxTracked),
+	}
 }
 
-func (a *aggregator) reset(s *Sample) {
+// reset prepares for a dump into s. withDest turns destination counting on;
+// pr is ip_local_port_range (ok false when unknown: every port counts).
+func (a *aggregator) reset(s *Sample, withDest bool, pr procnet.PortRange, ok bool) {
 	a.sample = s
 	clear(a.listeners)
-	clear(a.synRecv)
+	clear(a.synIdx)
+	a.syn = a.syn[:0]
+	clear(a.synSrc)
+	clear(a.synPfx)
+	a.dest = withDest
+	a.ephLo, a.ephHi = 0, 65535
+	if ok {
+		a.ephLo, a.ephHi = pr.Low, pr.High
+	}
+	a.ports = a.prevPorts
+	clear(a.destIdx)
+	a.dests = a.dests[:0]
+	a.destKeys = a.destKeys[:0]
+	a.destOther = [2]destAgg{}
+	a.cw.begin(s.Time)
 }
 
-// add is the per-socket hot path: no allocation for ordinary sockets.
+// add is the per-socket hot path: no allocation for ordinary sockets. A
+// SYN_RECV or CLOSE_WAIT socket costs a few map operations; an outbound
+// socket in a full dump one map lookup.
 func (a *aggregator) add(s *diag.Socket) error {
 	if (s.Family != diag.AFInet && s.Family != diag.AFInet6) || s.State == 0 || s.State > diag.MaxState {
 		a.sample.Unknown++
@@ -141,7 +257,7 @@ func (a *aggregator) add(s *diag.Socket) error {
 	a.sample.Counts[familyIndex(s.Family)][s.State]++
 	switch s.State {
 	case diag.Listen:
-		k := ListenerKey{s.Family, s.Src.Unmap(), s.SrcPort}
+		k := ListenerKey{Family: s.Family, Addr: s.Src.Unmap(), Port: s.SrcPort}
 		l := a.listeners[k]
 		if l == nil {
 			l = &Listener{ListenerKey: k}
@@ -150,25 +266,206 @@ func (a *aggregator) add(s *diag.Socket) error {
 		l.Sockets++
 		l.QueueLen += uint64(s.RQueue)
 		l.QueueLimit += uint64(s.WQueue)
+		a.ports.add(s.SrcPort)
+		return nil
 	case diag.SynRecv:
-		a.synRecv[ListenerKey{s.Family, s.Src.Unmap(), s.SrcPort}]++
+		a.addSynRecv(s)
+		return nil
+	case diag.Close, diag.NewSynRecv, diag.BoundInactive:
+		return nil
+	case diag.CloseWait:
+		a.cw.see(s)
+	}
+	if a.dest && s.SrcPort >= a.ephLo && s.SrcPort <= a.ephHi && !a.ports.has(s.SrcPort) {
+		a.addDest(s)
 	}
 	return nil
 }
 
-// finish matches request sockets with listeners and sorts the listeners.
+func (a *aggregator) addDest(s *diag.Socket) {
+	k := destKey{fam: s.Family, rport: s.DstPort, local: s.Src.Unmap().As16(), remote: s.Dst.Unmap().As16()}
+	i, ok := a.destIdx[k]
+	var d *destAgg
+	switch {
+	case ok:
+		d = &a.dests[i]
+	case len(a.dests) < maxDestinations:
+		a.destIdx[k] = int32(len(a.dests))
+		a.dests = append(a.dests, destAgg{})
+		a.destKeys = append(a.destKeys, k)
+		d = &a.dests[len(a.dests)-1]
+	default:
+		d = &a.destOther[familyIndex(s.Family)]
+	}
+	d.used++
+	if s.State == diag.TimeWait {
+		d.tw++
+	}
+}
+
+// sourcePrefix returns the /24 (IPv4) or /64 (IPv6) around a.
+func sourcePrefix(a netip.Addr) [16]byte {
+	if a.Is4() {
+		b := a.As4()
+		b[3] = 0
+		return netip.AddrFrom4(b).As16()
+	}
+	b := a.As16()
+	clear(b[8:])
+	return b
+}
+
+func (a *aggregator) addSynRecv(s *diag.Socket) {
+	k := ListenerKey{Family: s.Family, Addr: s.Src.Unmap(), Port: s.SrcPort}
+	i, ok := a.synIdx[k]
+	if !ok {
+		i = int32(len(a.syn))
+		a.synIdx[k] = i
+		a.syn = append(a.syn, synAgg{key: k})
+	}
+	g := &a.syn[i]
+	g.n++
+	src := s.Dst.Unmap()
+	if !g.capped {
+		sk := synSrcKey{idx: i, addr: src.As16()}
+		if _, seen := a.synSrc[sk]; !seen {
+			if g.distinct >= maxSynSources || len(a.synSrc) >= maxSynSourcesTotal {
+				g.capped = true
+			} else {
+				a.synSrc[sk] = struct{}{}
+				g.distinct++
+			}
+		}
+	}
+	pk := synPfxKey{idx: i, pfx: sourcePrefix(src)}
+	if c, ok := a.synPfx[pk]; ok {
+		a.synPfx[pk] = c + 1
+	} else if g.prefixes < maxSynPrefixes {
+		a.synPfx[pk] = 1
+		g.prefixes++
+	}
+}
+
+// finish matches request sockets with listeners, sorts the listeners and
+// builds the destinations.
 func (a *aggregator) finish() {
-	for k, n := range a.synRecv {
-		if l := a.matchListener(k); l != nil {
-			l.SynRecv += n
+	owners := make([]*Listener, len(a.syn))
+	for i := range a.syn {
+		g := &a.syn[i]
+		if l := a.matchListener(g.key); l != nil {
+			l.SynRecv += g.n
+			l.SynSources += g.distinct
+			l.SynSourcesCapped = l.SynSourcesCapped || g.capped
+			owners[i] = l
+		}
+	}
+	if len(a.synPfx) > 0 {
+		byListener := map[*Listener][]detect.PrefixCount{}
+		for k, n := range a.synPfx {
+			l := owners[k.idx]
+			if l == nil {
+				continue
+			}
+			addr := netip.AddrFrom16(k.pfx).Unmap()
+			bits := 64
+			if addr.Is4() {
+				bits = 24
+			}
+			byListener[l] = append(byListener[l], detect.PrefixCount{Prefix: netip.PrefixFrom(addr, bits), Count: n})
+		}
+		for l, ps := range byListener {
+			l.TopSources = topPrefixes(ps)
 		}
 	}
 	ls := make([]Listener, 0, len(a.listeners))
+	clear(a.prevPorts[:])
 	for _, l := range a.listeners {
 		ls = append(ls, *l)
+		a.prevPorts.add(l.Port)
 	}
-	slices.SortFunc(ls, func(x, y Listener) int { return compareKeys(x.ListenerKey, y.ListenerKey) })
+	slices.SortFunc(ls, func(x, y Listener) int { return x.ListenerKey.Compare(y.ListenerKey) })
 	a.sample.Listeners = ls
+	if a.dest {
+		a.finishDestinations()
+	}
+}
+
+// topPrefixes merges duplicate prefixes (from request sockets of different
+// local addresses of one wildcard listener) and returns the topSources
+// largest, most first.
+func topPrefixes(ps []detect.PrefixCount) []detect.PrefixCount {
+	slices.SortFunc(ps, func(x, y detect.PrefixCount) int {
+		if c := x.Prefix.Addr().Compare(y.Prefix.Addr()); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.Prefix.Bits(), y.Prefix.Bits())
+	})
+	merged := ps[:0]
+	for _, p := range ps {
+		if n := len(merged); n > 0 && merged[n-1].Prefix == p.Prefix {
+			merged[n-1].Count += p.Count
+			continue
+		}
+		merged = append(merged, p)
+	}
+	slices.SortStableFunc(merged, func(x, y detect.PrefixCount) int { return cmp.Compare(y.Count, x.Count) })
+	return slices.Clone(merged[:min(len(merged), topSources)])
+}
+
+func (a *aggregator) finishDestinations() {
+	ds := make([]detect.Destination, len(a.dests))
+	for i, k := range a.destKeys {
+		ds[i] = detect.Destination{
+			DestinationKey: detect.DestinationKey{
+				Family:     k.fam,
+				Local:      netip.AddrFrom16(k.local).Unmap(),
+				Remote:     netip.AddrFrom16(k.remote).Unmap(),
+				RemotePort: k.rport,
+			},
+			Used:     a.dests[i].used,
+			TimeWait: a.dests[i].tw,
+		}
+	}
+	slices.SortFunc(ds, func(x, y detect.Destination) int {
+		if c := cmp.Compare(y.Used, x.Used); c != 0 {
+			return c
+		}
+		return compareDestKeys(x.DestinationKey, y.DestinationKey)
+	})
+	other := a.destOther
+	folded := 0
+	if len(ds) > StoredDestinations {
+		for _, d := range ds[StoredDestinations:] {
+			o := &other[familyIndex(d.Family)]
+			o.used += d.Used
+			o.tw += d.TimeWait
+		}
+		folded = len(ds) - StoredDestinations
+		ds = slices.Clone(ds[:StoredDestinations])
+	}
+	if a.destOther != ([2]destAgg{}) {
+		folded++ // the sockets beyond maxDestinations count as one more entry
+	}
+	var os []detect.Destination
+	for i, f := range Families {
+		if other[i] != (destAgg{}) {
+			os = append(os, detect.Destination{DestinationKey: detect.DestinationKey{Family: f}, Used: other[i].used, TimeWait: other[i].tw})
+		}
+	}
+	a.sample.Destinations, a.sample.DestinationsOther, a.sample.DestinationsFolded = ds, os, folded
+}
+
+func compareDestKeys(x, y detect.DestinationKey) int {
+	if c := cmp.Compare(x.Family, y.Family); c != 0 {
+		return c
+	}
+	if c := x.Local.Compare(y.Local); c != 0 {
+		return c
+	}
+	if c := x.Remote.Compare(y.Remote); c != 0 {
+		return c
+	}
+	return cmp.Compare(x.RemotePort, y.RemotePort)
 }
 
 // matchListener finds the listener a request socket belongs to: the one on
@@ -179,22 +476,14 @@ func (a *aggregator) matchListener(k ListenerKey) *Listener {
 		return l
 	}
 	if k.Family == diag.AFInet {
-		if l := a.listeners[ListenerKey{diag.AFInet, netip.IPv4Unspecified(), k.Port}]; l != nil {
+		if l := a.listeners[ListenerKey{Family: diag.AFInet, Addr: netip.IPv4Unspecified(), Port: k.Port}]; l != nil {
 			return l
 		}
-		if l := a.listeners[ListenerKey{diag.AFInet6, k.Addr, k.Port}]; l != nil {
+		if l := a.listeners[ListenerKey{Family: diag.AFInet6, Addr: k.Addr, Port: k.Port}]; l != nil {
 			return l
 		}
 	}
-	return a.listeners[ListenerKey{diag.AFInet6, netip.IPv6Unspecified(), k.Port}]
+	return a.listeners[ListenerKey{Family: diag.AFInet6, Addr: netip.IPv6Unspecified(), Port: k.Port}]
 }
 
-func compareKeys(x, y ListenerKey) int {
-	if c := cmp.Compare(x.Family, y.Family); c != 0 {
-		return c
-	}
-	if c := x.Addr.Compare(y.Addr); c != 0 {
-		return c
-	}
-	return cmp.Compare(x.Port, y.Port)
-}
+func compareKeys(x, y ListenerKey) int { return x.Compare(y) }

@@ -1,14 +1,19 @@
 package collector
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/tcpstate/tcpstate-exporter/collector/detect"
 	"github.com/tcpstate/tcpstate-exporter/diag"
+	"github.com/tcpstate/tcpstate-exporter/diag/procnet"
 )
 
 // Options configure a Sampler.
@@ -26,10 +31,31 @@ type Options struct {
 	// Dial opens a sock_diag connection in the target namespace.
 	// Default: diag.Dial(nil), the caller's namespace.
 	Dial func() (*diag.Conn, error)
+	// InNetns runs fn on an OS thread inside the target namespace; the
+	// sampler reads the namespace's procfs files (counters, sockstat,
+	// sysctls) through it, before every dump. Default: call fn directly,
+	// which reads the caller's namespace.
+	InNetns func(fn func() error) error
+	// ProcRoot is where procfs is mounted; default /proc.
+	ProcRoot string
+	// LookupOwners maps socket inodes to processes for CLOSE_WAIT groups.
+	// Default: a procnet.InodeLookup over ProcRoot, bounded to 250 ms.
+	LookupOwners OwnerLookup
+	// MaxCloseWaitGroups bounds the CLOSE_WAIT groups per sample; the rest
+	// fold into port and command "other". Default 100.
+	MaxCloseWaitGroups int
+	// MaxCloseWaitTracked bounds the CLOSE_WAIT sockets tracked by cookie;
+	// further ones are counted but get no age or group. Default 100000.
+	MaxCloseWaitTracked int
+	// Detect holds the detectors' thresholds; its CloseWaitMinAge also sets
+	// which CLOSE_WAIT sockets count as old and get their owner looked up.
+	// The zero value means detect.DefaultConfig(). An invalid Config is
+	// logged and replaced by the defaults: validate it first.
+	Detect detect.Config
 	// Logger receives dump failures; default slog.Default().
 	Logger *slog.Logger
 	// OnSample, when set, is called after every successful sample, on the
-	// sampling goroutine.
+	// sampling goroutine, once the sample's findings are published.
 	OnSample func(*Sample)
 }
 
@@ -46,8 +72,27 @@ func (o *Options) setDefaults() {
 	if o.Dial == nil {
 		o.Dial = func() (*diag.Conn, error) { return diag.Dial(nil) }
 	}
+	if o.InNetns == nil {
+		o.InNetns = func(fn func() error) error { return fn() }
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.LookupOwners == nil {
+		il := procnet.NewInodeLookup(o.ProcRoot)
+		o.LookupOwners = func(inodes []uint64) (map[uint64][]procnet.Process, error) {
+			owners, _, err := il.Lookup(inodes, procnet.LookupOptions{Timeout: lookupTimeout})
+			return owners, err
+		}
+	}
+	if o.MaxCloseWaitGroups <= 0 {
+		o.MaxCloseWaitGroups = 100
+	}
+	if o.MaxCloseWaitTracked <= 0 {
+		o.MaxCloseWaitTracked = 100000
+	}
+	if o.Detect == (detect.Config{}) {
+		o.Detect = detect.DefaultConfig()
 	}
 }
 
@@ -77,40 +122,82 @@ type View struct {
 	Max Counts
 	// Listeners come from the latest dump of either kind.
 	Listeners []Listener
-	// Full and Rare are the latest samples of each kind (nil before one).
-	Full, Rare *Sample
-	Stats      [2]KindStats
+	// Full and Rare are the latest samples of each kind (nil before one);
+	// Latest is the newer of the two. Destinations come from Full; kernel
+	// values and CLOSE_WAIT groups from Latest.
+	Full, Rare, Latest *Sample
+	Stats              [2]KindStats
+	// KernelErrors counts failed reads per kernel file (see KernelFiles).
+	KernelErrors map[string]uint64
+	// Findings are the detectors' findings on the latest sample.
+	Findings []detect.Finding
 	// Ready is true once a full sample exists.
 	Ready bool
 }
 
 // Sampler samples one network namespace.
 type Sampler struct {
-	opts Options
-	conn *diag.Conn
-	agg  *aggregator
-	sch  schedule
+	opts   Options
+	conn   *diag.Conn
+	agg    *aggregator
+	sch    schedule
+	reader *procnet.Reader
+	det    *detect.Detectors
+	// run serialises Sample; hist and kernFailing belong to its holder.
+	run         sync.Mutex
+	hist        *detect.History
+	kernFailing map[string]bool
 
-	mu      sync.RWMutex
-	full    *Sample
-	rare    *Sample
-	stats   [2]KindStats
-	history ring
+	mu       sync.RWMutex
+	full     *Sample
+	rare     *Sample
+	stats    [2]KindStats
+	history  ring
+	kernErrs map[string]uint64
+	findings []detect.Finding
 }
 
 // NewSampler returns a Sampler; call Run to start it, or Sample to drive it.
 func NewSampler(opts Options) *Sampler {
 	opts.setDefaults()
-	s := &Sampler{opts: opts, agg: newAggregator()}
+	det, err := detect.New(opts.Detect)
+	if err != nil {
+		opts.Logger.Error("invalid detector thresholds, using the defaults", "err", err)
+		opts.Detect = detect.DefaultConfig()
+		det, _ = detect.New(opts.Detect)
+	}
+	s := &Sampler{
+		opts:        opts,
+		agg:         newAggregator(opts.MaxCloseWaitTracked),
+		reader:      procnet.NewReader(opts.ProcRoot),
+		det:         det,
+		kernFailing: map[string]bool{},
+		kernErrs:    map[string]uint64{},
+	}
+	for _, f := range KernelFiles() {
+		s.kernErrs[f] = 0
+	}
 	s.sch = schedule{interval: opts.Interval, budget: opts.CPUBudget}
 	s.history = newRing(int(opts.Window/opts.Interval) + 2)
+	s.hist = detect.NewHistory(opts.Detect.History, min(int(opts.Detect.History/opts.Interval)+2, 3600))
 	return s
 }
 
-// Sample runs one dump of the given kind and publishes it.
+// DetectConfig returns the detectors' thresholds in use.
+func (s *Sampler) DetectConfig() detect.Config { return s.opts.Detect }
+
+// Sample reads the namespace's kernel counters and sysctls, runs one dump
+// of the given kind, publishes the sample and evaluates the detectors.
 func (s *Sampler) Sample(kind Kind) (*Sample, error) {
-	smp, err := s.dump(kind)
+	s.run.Lock()
+	defer s.run.Unlock()
+	kern, kerrs := readKernel(s.reader, s.opts.InNetns)
+	s.noteKernelErrors(kerrs)
+	smp, err := s.dump(kind, &kern)
 	s.mu.Lock()
+	for _, e := range kerrs {
+		s.kernErrs[e.file]++
+	}
 	st := &s.stats[kind]
 	st.Dumps++
 	if err != nil {
@@ -130,16 +217,79 @@ func (s *Sampler) Sample(kind Kind) (*Sample, error) {
 	} else {
 		s.rare = smp
 	}
-	s.history.push(smp.Time, s.mergedLocked())
+	merged := s.mergedLocked()
+	s.history.push(smp.Time, merged)
+	sum := s.summaryLocked(smp, &merged)
 	s.mu.Unlock()
 	s.sch.observe(kind, smp.Dump.CPU)
+
+	s.hist.Push(sum)
+	findings := s.det.Evaluate(s.hist)
+	s.mu.Lock()
+	s.findings = findings
+	s.mu.Unlock()
 	if s.opts.OnSample != nil {
 		s.opts.OnSample(smp)
 	}
 	return smp, nil
 }
 
-func (s *Sampler) dump(kind Kind) (*Sample, error) {
+// noteKernelErrors logs a file's failure once, until it reads again.
+func (s *Sampler) noteKernelErrors(errs []kernelError) {
+	failed := map[string]bool{}
+	for _, e := range errs {
+		failed[e.file] = true
+		if !s.kernFailing[e.file] {
+			s.kernFailing[e.file] = true
+			s.opts.Logger.Warn("cannot read a kernel file; its metrics and the detectors that need it are skipped", "file", e.file, "err", e.err)
+		}
+	}
+	for f := range s.kernFailing {
+		if !failed[f] {
+			delete(s.kernFailing, f)
+			s.opts.Logger.Info("kernel file readable again", "file", f)
+		}
+	}
+}
+
+// maxSummaryListeners bounds the listeners a summary keeps.
+const maxSummaryListeners = 256
+
+// summaryLocked builds the detectors' view of a sample: its kernel values
+// and CLOSE_WAIT groups, the listeners with anything in their queues, and
+// destinations and TIME_WAIT from the latest full sample.
+func (s *Sampler) summaryLocked(smp *Sample, merged *Counts) detect.Summary {
+	sum := detect.Summary{
+		Time:      smp.Time,
+		Full:      smp.Kind == Full,
+		Counters:  smp.Kernel.Counters,
+		Sockstat:  smp.Kernel.Sockstat,
+		Sysctls:   smp.Kernel.Sysctls,
+		CloseWait: smp.CloseWait,
+	}
+	for _, l := range smp.Listeners {
+		if l.SynRecv > 0 || l.QueueLen > 0 {
+			sum.Listeners = append(sum.Listeners, l)
+		}
+	}
+	if len(sum.Listeners) > maxSummaryListeners {
+		fill := func(l *Listener) float64 {
+			lim := float64(max(l.QueueLimit, 1))
+			return max(float64(l.SynRecv), float64(l.QueueLen)) / lim
+		}
+		slices.SortStableFunc(sum.Listeners, func(x, y Listener) int { return cmp.Compare(fill(&y), fill(&x)) })
+		sum.Listeners = sum.Listeners[:maxSummaryListeners]
+		slices.SortFunc(sum.Listeners, func(x, y Listener) int { return x.ListenerKey.Compare(y.ListenerKey) })
+	}
+	if s.full != nil {
+		sum.Destinations = s.full.Destinations
+		sum.DestinationsTime = s.full.Time
+		sum.TimeWait = merged.Get(diag.AFInet, diag.TimeWait) + merged.Get(diag.AFInet6, diag.TimeWait)
+	}
+	return sum
+}
+
+func (s *Sampler) dump(kind Kind, kern *Kernel) (*Sample, error) {
 	if s.conn == nil {
 		c, err := s.opts.Dial()
 		if err != nil {
@@ -147,8 +297,10 @@ func (s *Sampler) dump(kind Kind) (*Sample, error) {
 		}
 		s.conn = c
 	}
-	smp := &Sample{Kind: kind, Time: time.Now()}
-	s.agg.reset(smp)
+	smp := &Sample{Kind: kind, Time: time.Now(), Kernel: *kern}
+	pr := kern.Sysctls.PortRange
+	prOK := kern.Sysctls.Present.Has(procnet.SysctlIPLocalPortRange)
+	s.agg.reset(smp, kind == Full, pr, prOK)
 	st, err := s.conn.Dump(diag.Request{States: kind.Mask(), Method: s.opts.Method}, s.agg.add)
 	smp.Dump = st
 	if err != nil {
@@ -158,6 +310,18 @@ func (s *Sampler) dump(kind Kind) (*Sample, error) {
 		return nil, fmt.Errorf("%s dump: %w", kind, err)
 	}
 	s.agg.finish()
+	cw := s.agg.cw
+	cw.sweep()
+	minAge := s.opts.Detect.CloseWaitMinAge
+	if _, err := cw.resolve(smp.Time, minAge, s.opts.LookupOwners); err != nil {
+		s.opts.Logger.Debug("CLOSE_WAIT owner lookup incomplete", "err", err)
+	}
+	lo, hi := uint16(0), uint16(65535)
+	if prOK {
+		lo, hi = pr.Low, pr.High
+	}
+	smp.CloseWait, smp.CloseWaitFolded = cw.groups(minAge, &s.agg.ports, lo, hi, s.opts.MaxCloseWaitGroups)
+	smp.CloseWaitUntracked = cw.untracked
 	return smp, nil
 }
 
@@ -190,6 +354,15 @@ func (s *Sampler) mergedLocked() Counts {
 	return c
 }
 
+// Findings returns the detectors' findings on the latest sample (nil before
+// the first). The slice is the caller's; the findings' maps are shared and
+// must not be modified.
+func (s *Sampler) Findings() []detect.Finding {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return slices.Clone(s.findings)
+}
+
 // View returns the latest state for a scrape.
 func (s *Sampler) View(now time.Time) View {
 	s.mu.RLock()
@@ -201,9 +374,12 @@ func (s *Sampler) View(now time.Time) View {
 	if s.rare != nil && (latest == nil || s.rare.Time.After(latest.Time)) {
 		latest = s.rare
 	}
+	v.Latest = latest
 	if latest != nil {
 		v.Listeners = latest.Listeners
 	}
+	v.KernelErrors = maps.Clone(s.kernErrs)
+	v.Findings = slices.Clone(s.findings)
 	v.Stats[Full].Planned = s.sch.fullInterval()
 	v.Stats[Rare].Planned = s.sch.rareInterval()
 	return v

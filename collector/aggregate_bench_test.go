@@ -1,0 +1,109 @@
+package collector
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tcpstate/tcpstate-exporter/diag"
+	"github.com/tcpstate/tcpstate-exporter/diag/procnet"
+)
+
+// benchSockets mimics the project's 1M-socket loopback fixture: 31
+// listeners, and connected pairs whose client side is outbound (an
+// ephemeral local port towards a listener) and whose server side is
+// inbound (local port = a listener's).
+func benchSockets(pairs int) []diag.Socket {
+	lo := netip.MustParseAddr("127.0.0.1")
+	const listeners = 31
+	socks := make([]diag.Socket, 0, 2*pairs+listeners)
+	for i := range listeners {
+		s := sock(diag.AFInet, diag.Listen, lo, uint16(10000+i), netip.Addr{}, 0)
+		s.WQueue = 4096
+		socks = append(socks, s)
+	}
+	for i := range pairs {
+		lport := uint16(10000 + i%listeners)
+		eph := uint16(32768 + (i/listeners)%28232)
+		socks = append(socks,
+			sock(diag.AFInet, diag.Established, lo, eph, lo, lport),
+			sock(diag.AFInet, diag.Established, lo, lport, lo, eph))
+	}
+	return socks
+}
+
+// countOnly is the floor: what a dump callback costs that only counts
+// states.
+type countOnly struct{ c Counts }
+
+func (k *countOnly) add(s *diag.Socket) error {
+	if s.State <= diag.MaxState && (s.Family == diag.AFInet || s.Family == diag.AFInet6) {
+		k.c[familyIndex(s.Family)][s.State]++
+	}
+	return nil
+}
+
+// BenchmarkAggregateFull measures the aggregator's per-socket cost over a
+// full dump of 1M sockets, against the count-only floor. At ~1.4 µs of
+// kernel time per socket for the dump itself, the difference per socket is
+// the overhead over a raw dump.
+func BenchmarkAggregateFull(b *testing.B) {
+	socks := benchSockets(500000)
+	pr := procnet.PortRange{Low: 32768, High: 60999}
+	b.Run("floor", func(b *testing.B) {
+		var k countOnly
+		b.ReportAllocs()
+		for b.Loop() {
+			k = countOnly{}
+			for i := range socks {
+				k.add(&socks[i])
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(socks)), "ns/socket")
+	})
+	b.Run("aggregator", func(b *testing.B) {
+		a := newAggregator(100000)
+		// Warm the listening-port set as a previous dump would.
+		a.reset(&Sample{Time: time.Now()}, true, pr, true)
+		for i := range socks {
+			a.add(&socks[i])
+		}
+		a.finish()
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			a.reset(&Sample{Time: time.Now()}, true, pr, true)
+			for i := range socks {
+				a.add(&socks[i])
+			}
+			a.finish()
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(socks)), "ns/socket")
+	})
+}
+
+// TestAggregatorAddAllocs holds the hot path to zero allocations for
+// ordinary sockets once the maps hold their keys.
+func TestAggregatorAddAllocs(t *testing.T) {
+	socks := benchSockets(2000)
+	a := newAggregator(100)
+	pr := procnet.PortRange{Low: 32768, High: 60999}
+	a.reset(&Sample{Time: time.Now()}, true, pr, true)
+	for i := range socks {
+		a.add(&socks[i])
+	}
+	a.finish()
+	a.reset(&Sample{Time: time.Now()}, true, pr, true)
+	for i := range socks[:31] {
+		a.add(&socks[i]) // listeners: one allocation each, by design
+	}
+	est := socks[31:]
+	allocs := testing.AllocsPerRun(10, func() {
+		for i := range est {
+			a.add(&est[i])
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per %d ESTABLISHED sockets, want 0", allocs, len(est))
+	}
+}

@@ -1,0 +1,105 @@
+package collector
+
+import (
+	"errors"
+	"io/fs"
+	"path/filepath"
+
+	"github.com/tcpstate/tcpstate-exporter/diag/procnet"
+)
+
+// Kernel files as tcpstate_kernel_read_errors_total names them: the procfs
+// net files by base name, sysctls by dotted name, and "netns" when the
+// sampler could not enter the namespace to read any of them.
+const (
+	fileNetstat   = "netstat"
+	fileSNMP      = "snmp"
+	fileSockstat  = "sockstat"
+	fileSockstat6 = "sockstat6"
+	fileNetns     = "netns"
+)
+
+// sysctls lists every sysctl procnet reads.
+var sysctls = func() []procnet.Sysctl {
+	var ks []procnet.Sysctl
+	for k := procnet.Sysctl(0); k.Name() != "unknown"; k++ {
+		ks = append(ks, k)
+	}
+	return ks
+}()
+
+// KernelFiles lists the file label values of tcpstate_kernel_read_errors_total.
+func KernelFiles() []string {
+	fs := []string{fileNetstat, fileSNMP, fileSockstat, fileSockstat6}
+	for _, k := range sysctls {
+		fs = append(fs, k.Name())
+	}
+	return append(fs, fileNetns)
+}
+
+// kernelError is a failed read of one kernel file.
+type kernelError struct {
+	file string
+	err  error
+}
+
+// readKernel reads the counters, sockstat and sysctls of the namespace
+// through r, on the thread opts.InNetns provides. A file that fails leaves
+// only its own values absent.
+func readKernel(r *procnet.Reader, inNetns func(func() error) error) (Kernel, []kernelError) {
+	var k Kernel
+	var errs []kernelError
+	fail := func(file string, err error) { errs = append(errs, kernelError{file, err}) }
+	err := inNetns(func() error {
+		if err := r.ReadNetstat(&k.Counters); err != nil {
+			fail(fileNetstat, err)
+		}
+		if err := r.ReadSNMP(&k.Counters); err != nil {
+			fail(fileSNMP, err)
+		}
+		if err := r.ReadSockstat(&k.Sockstat); err != nil {
+			for _, e := range leafErrors(err) {
+				file := fileSockstat
+				if errFile(e) == fileSockstat6 {
+					file = fileSockstat6
+				}
+				fail(file, e)
+			}
+		}
+		for _, s := range sysctls {
+			if err := r.ReadSysctl(s, &k.Sysctls); err != nil {
+				fail(s.Name(), err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Kernel{}, []kernelError{{fileNetns, err}}
+	}
+	return k, errs
+}
+
+// leafErrors flattens errors.Join trees.
+func leafErrors(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, leafErrors(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// errFile returns the base name of the file an error is about, or "".
+func errFile(err error) string {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return filepath.Base(pe.Path)
+	}
+	var parse *procnet.ParseError
+	if errors.As(err, &parse) && parse.File != "" {
+		return filepath.Base(parse.File)
+	}
+	return ""
+}
