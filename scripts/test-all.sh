@@ -9,6 +9,7 @@ command -v promtool >/dev/null || need_pkgs+=(prometheus)
 command -v alertmanager >/dev/null && command -v amtool >/dev/null || need_pkgs+=(prometheus-alertmanager)
 command -v hping3 >/dev/null || need_pkgs+=(hping3)
 command -v ss >/dev/null && command -v ip >/dev/null || need_pkgs+=(iproute2)
+command -v setpriv >/dev/null || need_pkgs+=(util-linux)  # unprivileged-mode test
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_pkgs[*]}"
   apt-get update -qq
