@@ -453,14 +453,13 @@ func TestAccessBadWebConfig(t *testing.T) {
 				t.Errorf("error line %q does not carry the cause (%q)", line, tc.cause)
 			}
 			t.Logf("exit %d: %s", exitErr.ExitCode(), line)
-			// The line must also name the config at fault. Known gap:
-			// main.go hands the file to exporter-toolkit only when it
-			// starts serving, so an invalid file is reported as "HTTP
-			// server failed" with the YAML or certificate error alone.
-			// Remove this skip once main.go validates --web.config.file
-			// at startup (web.Validate) and names the flag.
-			if !strings.Contains(line, "web.config.file") && !strings.Contains(line, tc.file) {
-				t.Skipf("known gap in main.go: the error line does not name --web.config.file or %s", tc.file)
+			// The line names the config at fault, and the exit code is 2:
+			// main.go validates --web.config.file before serving.
+			if !strings.Contains(line, "web.config.file") || !strings.Contains(line, tc.file) {
+				t.Errorf("error line %q does not name --web.config.file and %s", line, tc.file)
+			}
+			if exitErr.ExitCode() != 2 {
+				t.Errorf("exit code %d, want 2 for a bad flag value", exitErr.ExitCode())
 			}
 		})
 	}

@@ -77,7 +77,7 @@ func (a *agent) handler() http.Handler {
 	mux.Handle(a.cfg.telemetryPath, promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{
 		ErrorLog:            slog.NewLogLogger(a.logger.Handler(), slog.LevelError),
 		ErrorHandling:       promhttp.ContinueOnError,
-		MaxRequestsInFlight: 40,
+		MaxRequestsInFlight: a.cfg.maxRequests,
 		Registry:            a.registry,
 	}))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {

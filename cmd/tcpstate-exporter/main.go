@@ -35,6 +35,7 @@ type config struct {
 	window        time.Duration
 	netns         string
 	listenersMax  int
+	maxRequests   int
 	method        string
 	web           *web.FlagConfig
 	log           *promslog.Config
@@ -61,6 +62,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*config, string, error
 	app.Flag("netns", "Network namespaces to watch: host (this process's own namespace).").Default("host").StringVar(&cfg.netns)
 	app.Flag("collector.listeners.max", "Listening addresses reported per namespace; the rest fold into address=\"other\".").Default("1000").IntVar(&cfg.listenersMax)
 	app.Flag("diag.method", "sock_diag request: auto (one legacy walk for both families), legacy, or v2 (one request per family).").Default("auto").EnumVar(&cfg.method, "auto", "legacy", "v2")
+	app.Flag("web.max-requests", "Maximum number of concurrent /metrics requests; 0 means no limit (a scrape only reads the latest sample).").Default("0").IntVar(&cfg.maxRequests)
 	cfg.web = webflag.AddFlags(app, ":9874")
 	promslogflag.AddFlags(app, cfg.log)
 	addAlertFlags(app, &cfg.alerts)
@@ -113,11 +115,29 @@ func (c *config) validate() error {
 		return fmt.Errorf("--collector.listeners.max=%d: must be at least 1", c.listenersMax)
 	case len(c.telemetryPath) == 0 || c.telemetryPath[0] != '/':
 		return fmt.Errorf("--web.telemetry-path=%q: must start with /", c.telemetryPath)
+	case c.maxRequests < 0:
+		return fmt.Errorf("--web.max-requests=%d: must be 0 (no limit) or more", c.maxRequests)
+	}
+	if f := c.webConfigFile(); f != "" {
+		// Checked before serving: exporter-toolkit would otherwise report
+		// it only once listening, without naming the file.
+		if err := web.Validate(f); err != nil {
+			// YAML errors span lines; keep the message on one.
+			return fmt.Errorf("--web.config.file=%s: %s", f, strings.Join(strings.Fields(err.Error()), " "))
+		}
 	}
 	if err := c.alerts.validate(); err != nil {
 		return err
 	}
 	return c.snapshot.validate()
+}
+
+// webConfigFile returns the --web.config.file path, or "" when unset.
+func (c *config) webConfigFile() string {
+	if c.web == nil || c.web.WebConfigFile == nil {
+		return ""
+	}
+	return *c.web.WebConfigFile
 }
 
 func (c *config) diagMethod() diag.Method {
