@@ -243,7 +243,8 @@ func TestDestinationsWithoutPortRange(t *testing.T) {
 
 func TestKernelValuesAndErrors(t *testing.T) {
 	files := defaultProcFiles()
-	delete(files, "sys/net/ipv4/tcp_max_orphans") // as in a pod's namespace
+	delete(files, "sys/net/ipv4/tcp_max_orphans") // as in a pod's namespace: absent, not an error
+	files["sys/net/ipv4/tcp_tw_reuse"] = "lots\n"
 	files["thread-self/net/snmp"] = "Tcp: broken\n"
 	proc := writeProc(t, files)
 	var entered int
@@ -280,11 +281,11 @@ tcpstate_kernel_read_errors_total{file="net.core.somaxconn"} 0
 tcpstate_kernel_read_errors_total{file="net.ipv4.ip_local_port_range"} 0
 tcpstate_kernel_read_errors_total{file="net.ipv4.ip_local_reserved_ports"} 0
 tcpstate_kernel_read_errors_total{file="net.ipv4.tcp_fin_timeout"} 0
-tcpstate_kernel_read_errors_total{file="net.ipv4.tcp_max_orphans"} 2
+tcpstate_kernel_read_errors_total{file="net.ipv4.tcp_max_orphans"} 0
 tcpstate_kernel_read_errors_total{file="net.ipv4.tcp_max_syn_backlog"} 0
 tcpstate_kernel_read_errors_total{file="net.ipv4.tcp_max_tw_buckets"} 0
 tcpstate_kernel_read_errors_total{file="net.ipv4.tcp_syncookies"} 0
-tcpstate_kernel_read_errors_total{file="net.ipv4.tcp_tw_reuse"} 0
+tcpstate_kernel_read_errors_total{file="net.ipv4.tcp_tw_reuse"} 2
 tcpstate_kernel_read_errors_total{file="netns"} 0
 tcpstate_kernel_read_errors_total{file="netstat"} 0
 tcpstate_kernel_read_errors_total{file="snmp"} 2
@@ -306,7 +307,6 @@ tcpstate_sysctl{name="net.ipv4.tcp_fin_timeout"} 60
 tcpstate_sysctl{name="net.ipv4.tcp_max_syn_backlog"} 1024
 tcpstate_sysctl{name="net.ipv4.tcp_max_tw_buckets"} 5000
 tcpstate_sysctl{name="net.ipv4.tcp_syncookies"} 1
-tcpstate_sysctl{name="net.ipv4.tcp_tw_reuse"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tcpstate_kernel_read_errors_total",
 		"tcpstate_netstat_listen_overflows_total", "tcpstate_netstat_reqq_full_drop_total", "tcpstate_orphan_sockets", "tcpstate_sysctl"); err != nil {

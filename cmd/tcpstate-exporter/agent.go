@@ -33,11 +33,12 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 		Window:    cfg.window,
 		Method:    cfg.diagMethod(),
 		Logger:    logger,
+		Detect:    cfg.detect.cfg,
 	})
 	reg := prometheus.NewRegistry()
 	targets := []collector.Target{{Sampler: s}}
 	reg.MustRegister(
-		collector.NewExporter(func() []collector.Target { return targets }, collector.ExporterOptions{MaxListeners: cfg.listenersMax}),
+		collector.NewExporter(func() []collector.Target { return targets }, collector.ExporterOptions{MaxListeners: cfg.listenersMax, MaxDestinations: cfg.detect.destinationsMax}),
 		versioncollector.NewCollector("tcpstate"),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),

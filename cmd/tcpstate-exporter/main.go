@@ -40,6 +40,7 @@ type config struct {
 	web           *web.FlagConfig
 	log           *promslog.Config
 	alerts        alertsConfig
+	detect        detectFlags
 	snapshot      snapshotConfig
 }
 
@@ -66,6 +67,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*config, string, error
 	cfg.web = webflag.AddFlags(app, ":9874")
 	promslogflag.AddFlags(app, cfg.log)
 	addAlertFlags(app, &cfg.alerts)
+	addDetectFlags(app, &cfg.detect)
 	app.Command("serve", "Sample this node and serve metrics over HTTP (the default).").Default()
 	addSnapshotCommand(app, &cfg.snapshot)
 	cmd, err := app.Parse(args)
@@ -127,6 +129,9 @@ func (c *config) validate() error {
 		}
 	}
 	if err := c.alerts.validate(); err != nil {
+		return err
+	}
+	if err := c.detect.validate(); err != nil {
 		return err
 	}
 	return c.snapshot.validate()
