@@ -157,7 +157,7 @@ func TestSweepCost(t *testing.T) {
 		m, err := NewManager(Config{
 			Refresh: 30 * time.Second, Interval: time.Second, CPUBudget: 0.05, Logger: slog.New(rec),
 			NewSampler: func(h *Handle) (*collector.Sampler, error) {
-				return collector.NewSampler(collector.Options{Dial: h.Dial}), nil
+				return collector.NewSampler(collector.Options{Dial: h.Dial, InNetns: h.Do, Logger: slog.New(rec)}), nil
 			},
 		})
 		if err != nil {

@@ -37,10 +37,10 @@ type Config struct {
 	// namespaces together may use; default 0.05.
 	CPUBudget float64
 	// NewSampler makes the Sampler of a namespace. It should set
-	// collector.Options.Dial to h.Dial (and run any other reads of the
-	// namespace through h.Do). The Manager drives the Sampler with Sample
+	// collector.Options.Dial to h.Dial and InNetns to h.Do. The Manager drives the Sampler with Sample
 	// and closes it when the namespace goes: it must not be Run. Default: a
-	// Sampler with Dial set to h.Dial and Interval to the Manager's.
+	// Sampler with Dial set to h.Dial, InNetns to h.Do and Interval to the
+	// Manager's.
 	NewSampler func(h *Handle) (*collector.Sampler, error)
 	// PodUID returns the UID of the pod a process belongs to, "" if none;
 	// it is asked for a namespace's processes until one answers. Optional.
@@ -75,7 +75,7 @@ func (c *Config) setDefaults() {
 	if c.NewSampler == nil {
 		iv := c.Interval
 		c.NewSampler = func(h *Handle) (*collector.Sampler, error) {
-			return collector.NewSampler(collector.Options{Interval: iv, Dial: h.Dial}), nil
+			return collector.NewSampler(collector.Options{Interval: iv, Dial: h.Dial, InNetns: h.Do}), nil
 		}
 	}
 }

@@ -78,7 +78,7 @@ func TestManagerRealNamespaces(t *testing.T) {
 		CPUBudget: 0.5,
 		Logger:    logger,
 		NewSampler: func(h *Handle) (*collector.Sampler, error) {
-			return collector.NewSampler(collector.Options{Interval: 50 * time.Millisecond, Dial: h.Dial, Logger: logger}), nil
+			return collector.NewSampler(collector.Options{Interval: 50 * time.Millisecond, Dial: h.Dial, InNetns: h.Do, Logger: logger}), nil
 		},
 		PodUID: func(pid int) string { return podOf[pid] },
 		PodName: func(uid string) (string, string, bool) {
