@@ -63,9 +63,9 @@ func writeProc(t *testing.T, files procFiles) string {
 
 // noLookup fails the test if the sampler looks owners up.
 func noLookup(t *testing.T) OwnerLookup {
-	return func(inodes []uint64) (map[uint64][]procnet.Process, error) {
+	return func(inodes []uint64, _ time.Duration) (map[uint64][]procnet.Process, bool, error) {
 		t.Errorf("unexpected owner lookup of %v", inodes)
-		return nil, nil
+		return nil, true, nil
 	}
 }
 
@@ -356,11 +356,11 @@ func TestCloseWaitTracking(t *testing.T) {
 	s := NewSampler(Options{
 		Dial:     func() (*diag.Conn, error) { return fakeKernel(socks)() },
 		ProcRoot: proc, Logger: quiet, Detect: cfg,
-		LookupOwners: func(inodes []uint64) (map[uint64][]procnet.Process, error) {
+		LookupOwners: func(inodes []uint64, _ time.Duration) (map[uint64][]procnet.Process, bool, error) {
 			in := slices.Clone(inodes)
 			slices.Sort(in)
 			lookups = append(lookups, in)
-			return owners, nil
+			return owners, true, nil
 		},
 	})
 	sample := func() *Sample {
@@ -494,5 +494,60 @@ func TestCloseWaitBounds(t *testing.T) {
 	}
 	if smp.CloseWait[0].Count < smp.CloseWait[9].Count {
 		t.Errorf("groups not sorted by count: %v", smp.CloseWait)
+	}
+}
+
+func TestCloseWaitLookupBackoff(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	tr := newCloseWaitTracker(10)
+	tr.begin(t0)
+	for c := range uint64(3) {
+		s := closeWaitSock(v4lo, 8080, v4lo, uint16(50000+c), c+1, uint32(100+c))
+		tr.see(&s)
+	}
+	var timeouts []time.Duration
+	complete := false
+	found := map[uint64][]procnet.Process{}
+	lookup := func(inodes []uint64, timeout time.Duration) (map[uint64][]procnet.Process, bool, error) {
+		timeouts = append(timeouts, timeout)
+		return found, complete, nil
+	}
+	at := func(d time.Duration) { tr.resolve(t0.Add(d), time.Second, 250*time.Millisecond, lookup) }
+	at(0) // too young
+	at(2 * time.Second)
+	at(12 * time.Second) // within the doubled interval after a scan cut short
+	at(22 * time.Second)
+	if fmt.Sprint(timeouts) != "[250ms 500ms]" {
+		t.Fatalf("lookup timeouts %v, want [250ms 500ms]: skipped while young, doubled after a scan cut short", timeouts)
+	}
+	for _, e := range tr.m {
+		if e.tried != 0 || e.resolved {
+			t.Fatalf("a scan cut short marked a socket: %+v", e)
+		}
+	}
+	// A complete scan finds one owner and resets the backoff; the others
+	// wait lookupRetry.
+	complete = true
+	found[100] = []procnet.Process{{PID: 9, Comm: "srv"}}
+	at(62 * time.Second)
+	at(75 * time.Second)
+	if fmt.Sprint(timeouts) != "[250ms 500ms 1s]" || tr.backoff != 0 {
+		t.Fatalf("lookup timeouts %v (backoff %d)", timeouts, tr.backoff)
+	}
+	resolved, tried := 0, 0
+	for _, e := range tr.m {
+		if e.resolved {
+			resolved++
+		}
+		if e.tried != 0 {
+			tried++
+		}
+	}
+	if resolved != 1 || tried != 2 {
+		t.Errorf("resolved %d, tried %d; want 1 and 2", resolved, tried)
+	}
+	at(62*time.Second + lookupRetry)
+	if len(timeouts) != 4 || timeouts[3] != 250*time.Millisecond {
+		t.Errorf("retry after %v: lookups %v", lookupRetry, timeouts)
 	}
 }

@@ -39,8 +39,11 @@ type Options struct {
 	// ProcRoot is where procfs is mounted; default /proc.
 	ProcRoot string
 	// LookupOwners maps socket inodes to processes for CLOSE_WAIT groups.
-	// Default: a procnet.InodeLookup over ProcRoot, bounded to 250 ms.
+	// Default: a procnet.InodeLookup over ProcRoot.
 	LookupOwners OwnerLookup
+	// LookupTimeout bounds one owner lookup (doubled, up to 8 times, after
+	// lookups cut short). Default DefaultLookupTimeout.
+	LookupTimeout time.Duration
 	// MaxCloseWaitGroups bounds the CLOSE_WAIT groups per sample; the rest
 	// fold into port and command "other". Default 100.
 	MaxCloseWaitGroups int
@@ -80,10 +83,13 @@ func (o *Options) setDefaults() {
 	}
 	if o.LookupOwners == nil {
 		il := procnet.NewInodeLookup(o.ProcRoot)
-		o.LookupOwners = func(inodes []uint64) (map[uint64][]procnet.Process, error) {
-			owners, _, err := il.Lookup(inodes, procnet.LookupOptions{Timeout: lookupTimeout})
-			return owners, err
+		o.LookupOwners = func(inodes []uint64, timeout time.Duration) (map[uint64][]procnet.Process, bool, error) {
+			owners, st, err := il.Lookup(inodes, procnet.LookupOptions{Timeout: timeout})
+			return owners, !st.Incomplete && err == nil, err
 		}
+	}
+	if o.LookupTimeout <= 0 {
+		o.LookupTimeout = DefaultLookupTimeout
 	}
 	if o.MaxCloseWaitGroups <= 0 {
 		o.MaxCloseWaitGroups = 100
@@ -313,7 +319,7 @@ func (s *Sampler) dump(kind Kind, kern *Kernel) (*Sample, error) {
 	cw := s.agg.cw
 	cw.sweep()
 	minAge := s.opts.Detect.CloseWaitMinAge
-	if _, err := cw.resolve(smp.Time, minAge, s.opts.LookupOwners); err != nil {
+	if _, err := cw.resolve(smp.Time, minAge, s.opts.LookupTimeout, s.opts.LookupOwners); err != nil {
 		s.opts.Logger.Debug("CLOSE_WAIT owner lookup incomplete", "err", err)
 	}
 	lo, hi := uint16(0), uint16(65535)

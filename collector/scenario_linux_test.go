@@ -62,7 +62,11 @@ func watch(t *testing.T, ns *fixture.Netns, cfg detect.Config) *watcher {
 		Dial:    func() (*diag.Conn, error) { return diag.Dial(&diag.Config{NetNS: int(f.Fd())}) },
 		InNetns: ns.Do,
 		Detect:  cfg,
-		Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// The shared test machine may hold hundreds of thousands of
+		// descriptors in other tests' processes: give the real owner
+		// lookup room to scan them all.
+		LookupTimeout: 3 * time.Second,
+		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		OnSample: func(*collector.Sample) {
 			fs := s.Findings()
 			w.mu.Lock()
@@ -401,17 +405,19 @@ func TestScenarioCloseWaitLeak(t *testing.T) {
 	port := strconv.Itoa(int(set.Listeners()[0].Port()))
 	comm := ownComm(t)
 	leak := alertWith(detect.AlertCloseWaitLeak, map[string]string{"port": port, "command": comm})
-	e, f, ok := w.waitFor(start, leak, 20*time.Second)
+	e, f, ok := w.waitFor(start, leak, 30*time.Second)
 	if !ok {
 		var last []detect.Finding
 		if es := w.since(start); len(es) > 0 {
 			last = es[len(es)-1].findings
 		}
-		t.Fatalf("no TCPCloseWaitLeak for port %s command %s within 20 s; latest findings %v", port, comm, last)
+		t.Fatalf("no TCPCloseWaitLeak for port %s command %s within 30 s; latest findings %v", port, comm, last)
 	}
 	t.Logf("fired %v after the leak began: %s; evidence %v", e.at.Sub(start).Round(time.Millisecond), f.Summary, f.Evidence)
-	if f.Evidence["old_sockets"] != "20" || f.Evidence["pids"] != strconv.Itoa(os.Getpid()) {
-		t.Errorf("evidence %v, want 20 old sockets of pid %d", f.Evidence, os.Getpid())
+	// The fixture opens the sockets over a moment: some may still be
+	// younger than the minimum age when the threshold is crossed.
+	if old, _ := strconv.Atoi(f.Evidence["old_sockets"]); old < 10 || f.Evidence["sockets"] != "20" || f.Evidence["pids"] != strconv.Itoa(os.Getpid()) {
+		t.Errorf("evidence %v, want 20 sockets, at least 10 of them old, of pid %d", f.Evidence, os.Getpid())
 	}
 	if age, err := time.ParseDuration(f.Evidence["oldest_age"]); err != nil || age < 2*time.Second {
 		t.Errorf("oldest_age %q, want at least the 2 s minimum age", f.Evidence["oldest_age"])
