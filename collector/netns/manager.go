@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -404,8 +405,9 @@ func (m *Manager) planLocked(list []*entry) plan {
 	return p
 }
 
-// sampleOne runs one dump of e and returns the CPU to pace it by; ran is
-// false when there was nothing to run.
+// sampleOne runs one sample of e and returns the CPU to pace it by (the
+// sampling thread's, at least the dump's); ran is false when there was
+// nothing to run.
 func (m *Manager) sampleOne(e *entry, p plan) (cost time.Duration, ran bool) {
 	m.runMu.Lock()
 	defer m.runMu.Unlock()
@@ -428,8 +430,13 @@ func (m *Manager) sampleOne(e *entry, p plan) (cost time.Duration, ran bool) {
 	case p.allFull || time.Since(e.lastFull) >= p.fullEvery:
 		kind = collector.Full
 	}
-	start := time.Now()
+	// The whole sample is paced, not only the dump: aggregation, CLOSE_WAIT
+	// tracking and the detectors run on this thread too.
+	runtime.LockOSThread()
+	start, cpu0 := time.Now(), threadCPU()
 	smp, err := e.s.Sample(kind)
+	used := threadCPU() - cpu0
+	runtime.UnlockOSThread()
 	if err != nil {
 		wall := time.Since(start)
 		switch {
@@ -448,7 +455,8 @@ func (m *Manager) sampleOne(e *entry, p plan) (cost time.Duration, ran bool) {
 		m.cfg.Logger.Info("sampling network namespace recovered", "netns", e.label)
 		e.lastErr = ""
 	}
-	c := smp.Dump.CPU.Seconds()
+	used = max(used, smp.Dump.CPU)
+	c := used.Seconds()
 	avg := &e.rareCPU
 	if kind == collector.Full {
 		avg = &e.fullCPU
@@ -459,7 +467,7 @@ func (m *Manager) sampleOne(e *entry, p plan) (cost time.Duration, ran bool) {
 	} else {
 		*avg = (1-ewmaWeight)**avg + ewmaWeight*c
 	}
-	return smp.Dump.CPU, true
+	return used, true
 }
 
 // refreshLogged runs a discovery and logs a failure once while it lasts.

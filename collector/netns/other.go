@@ -3,6 +3,8 @@
 package netns
 
 import (
+	"time"
+
 	"github.com/tcpstate/tcpstate-exporter/diag"
 )
 
@@ -38,3 +40,5 @@ func (h *Handle) Do(fn func() error) error { return ErrUnsupported }
 func (h *Handle) Close() error { return nil }
 
 func (h *Handle) present(procRoot string) bool { return false }
+
+func threadCPU() time.Duration { return 0 }
