@@ -49,6 +49,7 @@ func runSnapshot(cfg *config, stdout, stderr io.Writer) int {
 	return snapshotMain(ctx, snapshotOptions{
 		Method:   cfg.diagMethod(),
 		Wait:     cfg.snapshot.wait,
+		Detect:   cfg.detect.cfg,
 		Findings: findingsFor,
 	}, stdout, stderr)
 }
@@ -77,6 +78,9 @@ type snapshotOptions struct {
 	Method diag.Method
 	// Wait separates the full dump from the rare one; 0 skips the second.
 	Wait time.Duration
+	// Detect holds the detector thresholds (the --detect.* and
+	// --closewait.* flags); the zero value means the defaults.
+	Detect detect.Config
 	// Findings runs the detectors over the samples; nil when they are not
 	// available.
 	Findings func(collector.Target) []detect.Finding
@@ -104,6 +108,7 @@ func takeSnapshot(ctx context.Context, opts snapshotOptions) (*snapshot, error) 
 		Window:   interval,
 		Method:   opts.Method,
 		Dial:     opts.Dial,
+		Detect:   opts.Detect,
 		Logger:   slog.New(slog.DiscardHandler),
 	})
 	defer s.Close()
