@@ -189,8 +189,12 @@ type destAgg struct {
 // aggregator folds a dump's sockets into a Sample. It is reused across
 // dumps: its maps keep their buckets.
 type aggregator struct {
-	sample    *Sample
-	listeners map[ListenerKey]*Listener
+	sample *Sample
+	// Listening addresses of this dump: an index into lst, whose backing
+	// array is reused across dumps, so that a dump allocates nothing per
+	// listener.
+	listenerIdx map[ListenerKey]int32
+	lst         []Listener
 
 	// Request sockets by local address and port, matched with listeners
 	// when the dump ends; their source addresses and prefixes.
@@ -215,12 +219,12 @@ type aggregator struct {
 
 func newAggregator(maxTracked int) *aggregator {
 	return &aggregator{
-		listeners: map[ListenerKey]*Listener{},
-		synIdx:    map[ListenerKey]int32{},
-		synSrc:    map[synSrcKey]struct{}{},
-		synPfx:    map[synPfxKey]uint64{},
-		destIdx:   map[destKey]int32{},
-		cw:        newCloseWaitTracker(maxTracked),
+		listenerIdx: map[ListenerKey]int32{},
+		synIdx:      map[ListenerKey]int32{},
+		synSrc:      map[synSrcKey]struct{}{},
+		synPfx:      map[synPfxKey]uint64{},
+		destIdx:     map[destKey]int32{},
+		cw:          newCloseWaitTracker(maxTracked),
 	}
 }
 
@@ -228,7 +232,8 @@ func newAggregator(maxTracked int) *aggregator {
 // pr is ip_local_port_range (ok false when unknown: every port counts).
 func (a *aggregator) reset(s *Sample, withDest bool, pr procnet.PortRange, ok bool) {
 	a.sample = s
-	clear(a.listeners)
+	clear(a.listenerIdx)
+	a.lst = a.lst[:0]
 	clear(a.synIdx)
 	a.syn = a.syn[:0]
 	clear(a.synSrc)
@@ -258,11 +263,13 @@ func (a *aggregator) add(s *diag.Socket) error {
 	switch s.State {
 	case diag.Listen:
 		k := ListenerKey{Family: s.Family, Addr: s.Src.Unmap(), Port: s.SrcPort}
-		l := a.listeners[k]
-		if l == nil {
-			l = &Listener{ListenerKey: k}
-			a.listeners[k] = l
+		i, ok := a.listenerIdx[k]
+		if !ok {
+			i = int32(len(a.lst))
+			a.listenerIdx[k] = i
+			a.lst = append(a.lst, Listener{ListenerKey: k})
 		}
+		l := &a.lst[i]
 		l.Sockets++
 		l.QueueLen += uint64(s.RQueue)
 		l.QueueLimit += uint64(s.WQueue)
@@ -377,11 +384,10 @@ func (a *aggregator) finish() {
 			l.TopSources = topPrefixes(ps)
 		}
 	}
-	ls := make([]Listener, 0, len(a.listeners))
+	ls := slices.Clone(a.lst)
 	clear(a.prevPorts[:])
-	for _, l := range a.listeners {
-		ls = append(ls, *l)
-		a.prevPorts.add(l.Port)
+	for i := range ls {
+		a.prevPorts.add(ls[i].Port)
 	}
 	slices.SortFunc(ls, func(x, y Listener) int { return x.ListenerKey.Compare(y.ListenerKey) })
 	a.sample.Listeners = ls
@@ -472,18 +478,26 @@ func compareDestKeys(x, y detect.DestinationKey) int {
 // its exact address, else a wildcard one of its family, else a wildcard IPv6
 // one (dual-stack sockets accept IPv4 too).
 func (a *aggregator) matchListener(k ListenerKey) *Listener {
-	if l := a.listeners[k]; l != nil {
+	if l := a.listener(k); l != nil {
 		return l
 	}
 	if k.Family == diag.AFInet {
-		if l := a.listeners[ListenerKey{Family: diag.AFInet, Addr: netip.IPv4Unspecified(), Port: k.Port}]; l != nil {
+		if l := a.listener(ListenerKey{Family: diag.AFInet, Addr: netip.IPv4Unspecified(), Port: k.Port}); l != nil {
 			return l
 		}
-		if l := a.listeners[ListenerKey{Family: diag.AFInet6, Addr: k.Addr, Port: k.Port}]; l != nil {
+		if l := a.listener(ListenerKey{Family: diag.AFInet6, Addr: k.Addr, Port: k.Port}); l != nil {
 			return l
 		}
 	}
-	return a.listeners[ListenerKey{Family: diag.AFInet6, Addr: netip.IPv6Unspecified(), Port: k.Port}]
+	return a.listener(ListenerKey{Family: diag.AFInet6, Addr: netip.IPv6Unspecified(), Port: k.Port})
+}
+
+// listener returns the listener at k in this dump, or nil.
+func (a *aggregator) listener(k ListenerKey) *Listener {
+	if i, ok := a.listenerIdx[k]; ok {
+		return &a.lst[i]
+	}
+	return nil
 }
 
 func compareKeys(x, y ListenerKey) int { return x.Compare(y) }
