@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
@@ -15,50 +16,135 @@ import (
 
 	"github.com/tcpstate/tcpstate-exporter/collector"
 	"github.com/tcpstate/tcpstate-exporter/collector/alerts"
+	"github.com/tcpstate/tcpstate-exporter/collector/netns"
+	"github.com/tcpstate/tcpstate-exporter/collector/podinfo"
 )
 
-// agent wires the sampler, the Prometheus registry and the HTTP handlers.
+// agent wires the sampling, the Prometheus registry and the HTTP handlers.
+// In host mode one Sampler reads this process's network namespace; in
+// --netns=all mode a netns.Manager samples every namespace on the node.
 type agent struct {
 	cfg      *config
 	logger   *slog.Logger
-	sampler  *collector.Sampler
 	registry *prometheus.Registry
 	alerting *alerting
+	targets  func() []collector.Target
+	// sample runs the sampling until ctx ends.
+	sample func(ctx context.Context)
+	// hostSampler is the host-mode Sampler, nil in --netns=all mode.
+	hostSampler *collector.Sampler
+	mgr         *netns.Manager
 }
 
-func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
-	s := collector.NewSampler(collector.Options{
+func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
+	return collector.Options{
 		Interval:  cfg.interval,
 		CPUBudget: cfg.budget,
 		Window:    cfg.window,
 		Method:    cfg.diagMethod(),
 		Logger:    logger,
 		Detect:    cfg.detect.cfg,
-	})
-	reg := prometheus.NewRegistry()
-	targets := []collector.Target{{Sampler: s}}
-	reg.MustRegister(
-		collector.NewExporter(func() []collector.Target { return targets }, collector.ExporterOptions{MaxListeners: cfg.listenersMax, MaxDestinations: cfg.detect.destinationsMax}),
+	}
+}
+
+func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
+	a := &agent{cfg: cfg, logger: logger, registry: prometheus.NewRegistry()}
+	var labelNames []string
+	switch cfg.netns {
+	case "all":
+		if err := a.setupAllNamespaces(); err != nil {
+			return nil, err
+		}
+		labelNames = netns.TargetLabels
+		a.registry.MustRegister(a.mgr.Collector())
+	default:
+		s := collector.NewSampler(cfg.samplerOptions(logger))
+		targets := []collector.Target{{Sampler: s}}
+		a.hostSampler = s
+		a.targets = func() []collector.Target { return targets }
+		a.sample = s.Run
+	}
+	a.registry.MustRegister(
+		collector.NewExporter(a.targets, collector.ExporterOptions{
+			TargetLabels:    labelNames,
+			MaxListeners:    cfg.listenersMax,
+			MaxDestinations: cfg.detect.destinationsMax,
+		}),
 		versioncollector.NewCollector("tcpstate"),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	al, err := newAlerting(cfg, logger, func() []collector.Target { return targets }, nil)
+	al, err := newAlerting(cfg, logger, a.targets, labelNames)
 	if err != nil {
 		return nil, err
 	}
-	reg.MustRegister(al.collectors()...)
-	return &agent{cfg: cfg, logger: logger, sampler: s, registry: reg, alerting: al}, nil
+	a.registry.MustRegister(al.collectors()...)
+	a.alerting = al
+	return a, nil
+}
+
+// setupAllNamespaces prepares --netns=all: a pod resolver (degraded to
+// namespace inodes, with one warning, outside Kubernetes) and a Manager that
+// samples every namespace within the one CPU budget.
+func (a *agent) setupAllNamespaces() error {
+	cfg := a.cfg
+	pods, err := podinfo.New(podinfo.Config{Kubeconfig: cfg.kubeconfig, ProcRoot: cfg.procRoot, Logger: a.logger})
+	if err != nil {
+		return fmt.Errorf("--kubeconfig=%s: %w", cfg.kubeconfig, err)
+	}
+	base := cfg.samplerOptions(a.logger)
+	mgr, err := netns.NewManager(netns.Config{
+		ProcRoot:  cfg.procRoot,
+		Refresh:   cfg.netnsRefresh,
+		Interval:  cfg.interval,
+		CPUBudget: cfg.budget,
+		Logger:    a.logger,
+		PodUID:    pods.PodUID,
+		PodName:   pods.Lookup,
+		NewSampler: func(h *netns.Handle) (*collector.Sampler, error) {
+			o := base
+			o.Dial, o.InNetns = h.Dial, h.Do
+			o.Logger = a.logger.With("netns", h.Namespace().Label())
+			return collector.NewSampler(o), nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	a.mgr = mgr
+	a.targets = mgr.Targets
+	a.sample = func(ctx context.Context) {
+		pods.Start(ctx)
+		defer pods.Shutdown()
+		defer mgr.Close()
+		mgr.Run(ctx)
+	}
+	return nil
 }
 
 func (a *agent) run(ctx context.Context) {
 	go a.alerting.run(ctx)
-	a.sampler.Run(ctx)
+	a.sample(ctx)
 }
 
-// ready reports whether a full sample exists and sampling is not stale.
+// ready reports whether sampling has produced a full sample and is not
+// stale. In --netns=all mode that is judged on the agent's own namespace,
+// which the Manager always samples.
 func (a *agent) ready(now time.Time) (bool, string) {
-	v := a.sampler.View(now)
+	var s *collector.Sampler
+	if a.hostSampler != nil {
+		s = a.hostSampler
+	} else {
+		for _, t := range a.targets() {
+			if len(t.Labels) > 0 && t.Labels[0] == "host" {
+				s = t.Sampler
+			}
+		}
+		if s == nil {
+			return false, "the agent's own namespace is not sampled yet"
+		}
+	}
+	v := s.View(now)
 	if !v.Ready {
 		return false, "no full sample yet"
 	}
@@ -67,6 +153,10 @@ func (a *agent) ready(now time.Time) (bool, string) {
 		latest = t
 	}
 	limit := 3*v.Stats[collector.Full].Planned + 10*time.Second
+	if a.mgr != nil {
+		st := a.mgr.Stats()
+		limit = 3*max(st.Period, st.FullEvery) + 30*time.Second
+	}
 	if age := now.Sub(latest); age > limit {
 		return false, "latest sample is " + age.Round(time.Second).String() + " old"
 	}

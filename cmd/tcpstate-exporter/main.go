@@ -34,6 +34,9 @@ type config struct {
 	budget        float64
 	window        time.Duration
 	netns         string
+	netnsRefresh  time.Duration
+	kubeconfig    string
+	procRoot      string
 	listenersMax  int
 	maxRequests   int
 	method        string
@@ -60,7 +63,10 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*config, string, error
 	app.Flag("sample.interval", "Interval of the cheap dumps of rare states (all but established and time_wait), and the shortest interval between full dumps.").Default("1s").DurationVar(&cfg.interval)
 	app.Flag("sample.cpu-budget", "Fraction of one CPU core the sampler's dumps may use on average; full dumps are spaced out to fit.").Default("0.05").Float64Var(&cfg.budget)
 	app.Flag("sample.window", "Trailing window over which tcpstate_sockets_max keeps the maximum.").Default("1m").DurationVar(&cfg.window)
-	app.Flag("netns", "Network namespaces to watch: host (this process's own namespace).").Default("host").StringVar(&cfg.netns)
+	app.Flag("netns", "Network namespaces to watch: host (this process's own namespace; no privilege needed) or all (every namespace on the node, labelled by pod where a pod owns it; needs CAP_SYS_ADMIN and CAP_SYS_PTRACE, and the node's PID namespace).").Default("host").StringVar(&cfg.netns)
+	app.Flag("netns.refresh", "With --netns=all: time between discoveries of the node's network namespaces.").Default("30s").DurationVar(&cfg.netnsRefresh)
+	app.Flag("kubeconfig", "With --netns=all: kubeconfig for the pod watch outside a cluster; empty uses the in-cluster service account (pods of $NODE_NAME).").Default("").StringVar(&cfg.kubeconfig)
+	app.Flag("path.procfs", "Where procfs is mounted.").Default("/proc").StringVar(&cfg.procRoot)
 	app.Flag("collector.listeners.max", "Listening addresses reported per namespace; the rest fold into address=\"other\".").Default("1000").IntVar(&cfg.listenersMax)
 	app.Flag("diag.method", "sock_diag request: auto (one legacy walk for both families), legacy, or v2 (one request per family).").Default("auto").EnumVar(&cfg.method, "auto", "legacy", "v2")
 	app.Flag("web.max-requests", "Maximum number of concurrent /metrics requests; 0 means no limit (a scrape only reads the latest sample).").Default("0").IntVar(&cfg.maxRequests)
@@ -111,8 +117,12 @@ func (c *config) validate() error {
 		return fmt.Errorf("--sample.cpu-budget=%v: must be a fraction of one core in (0, 1]", c.budget)
 	case c.window < c.interval:
 		return fmt.Errorf("--sample.window=%v: must be at least --sample.interval (%v)", c.window, c.interval)
-	case c.netns != "host":
-		return fmt.Errorf("--netns=%q: must be host", c.netns)
+	case c.netns != "host" && c.netns != "all":
+		return fmt.Errorf("--netns=%q: must be host or all", c.netns)
+	case c.netnsRefresh < time.Second:
+		return fmt.Errorf("--netns.refresh=%v: must be at least 1s", c.netnsRefresh)
+	case c.procRoot == "":
+		return fmt.Errorf("--path.procfs: must not be empty")
 	case c.listenersMax < 1:
 		return fmt.Errorf("--collector.listeners.max=%d: must be at least 1", c.listenersMax)
 	case len(c.telemetryPath) == 0 || c.telemetryPath[0] != '/':
