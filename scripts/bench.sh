@@ -86,11 +86,18 @@ for total in "${counts[@]}"; do
     ip netns exec "$ns" "$tmp/diagbench" -mode scrape -url http://127.0.0.1:9874/-/ready -duration 1ms -concurrency 1 >/dev/null 2>&1 && break
     sleep 0.5
   done
+  # The exporter's whole process CPU at default settings, without scrapes,
+  # over IDLE_SECONDS after a warm-up long enough to plan full dumps.
+  sleep "${WARMUP_SECONDS:-20}"
+  t1=$(awk '{print $14+$15}' /proc/$exp/stat)
+  sleep "${IDLE_SECONDS:-60}"
+  t2=$(awk '{print $14+$15}' /proc/$exp/stat)
+  tck=$(getconf CLK_TCK)
+  echo "{\"target\":$total,\"mode\":\"idle\",\"process_cpu_share\":$(awk -v a="$t1" -v b="$t2" -v h="$tck" -v s="${IDLE_SECONDS:-60}" 'BEGIN{printf "%.4f", (b-a)/h/s}')}" | tee -a "$tmp/results.jsonl" >&2
+  ip netns exec "$ns" "$tmp/diagbench" -mode metrics -url http://127.0.0.1:9874/metrics | sed "s/^{/{\"target\":$total,/" | tee -a "$tmp/results.jsonl" >&2
   ip netns exec "$ns" "$tmp/diagbench" -mode scrape -url http://127.0.0.1:9874/metrics -duration "${SCRAPE_SECONDS:-30}s" -concurrency 4 >"$tmp/scrape.json"
   hwm=$(awk '/VmHWM/{print $2}' /proc/$exp/status)
   sed "s/^{/{\"target\":$total,\"exporter_vmhwm_kb\":$hwm,/" "$tmp/scrape.json" | tee -a "$tmp/results.jsonl" >&2
-  curl_metrics=$(ip netns exec "$ns" "$tmp/diagbench" -mode metrics -url http://127.0.0.1:9874/metrics 2>/dev/null || true)
-  [ -n "$curl_metrics" ] && echo "$curl_metrics" | sed "s/^{/{\"target\":$total,/" | tee -a "$tmp/results.jsonl" >&2
   kill "$exp"; wait "$exp" 2>/dev/null || true
 
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

@@ -55,6 +55,7 @@ type result struct {
 	ResidentMB      float64 `json:"resident_mb,omitempty"`
 	ExporterVmHWMKB float64 `json:"exporter_vmhwm_kb,omitempty"`
 	Target          int     `json:"target,omitempty"`
+	ProcessCPUShare float64 `json:"process_cpu_share,omitempty"`
 	Round           int     `json:"round,omitempty"`
 	// scrape mode
 	Requests int     `json:"requests,omitempty"`
@@ -436,8 +437,11 @@ func table(in io.Reader, out io.Writer) error {
 		}
 		if rs := runs[key{t, "scrape"}]; len(rs) > 0 {
 			r := rs[0]
-			fmt.Fprintf(out, "\nRunning exporter (default flags), 4 concurrent scrapers: %d scrapes, %d errors, p50 %.2f ms, p99 %.2f ms, max %.2f ms; exporter peak RSS (VmHWM) %.1f MB.\n",
+			fmt.Fprintf(out, "Then 4 concurrent scrapers: %d scrapes, %d errors, p50 %.2f ms, p99 %.2f ms, max %.2f ms; exporter peak RSS (VmHWM) %.1f MB.\n",
 				r.Requests, r.Errors, r.P50ms, r.P99ms, r.Maxms, r.ExporterVmHWMKB/1024)
+		}
+		if rs := runs[key{t, "idle"}]; len(rs) > 0 {
+			fmt.Fprintf(out, "\nRunning exporter (default flags), no scrapes: the whole process used %.3f of a core (budget for dumps: 0.05).\n", rs[0].ProcessCPUShare)
 		}
 		if rs := runs[key{t, "metrics"}]; len(rs) > 0 {
 			r := rs[0]
