@@ -133,6 +133,7 @@ func startInNetns(t *testing.T, ns *fixture.Netns, name, bin string, stdout io.W
 	t.Helper()
 	p := &proc{name: name, logs: &syncBuffer{}, exited: make(chan struct{})}
 	p.cmd = ns.Command(context.Background(), bin, args...)
+	p.cmd.SysProcAttr = dieWithTest()
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if stdout != nil {
 		p.cmd.Stdout = stdout
@@ -163,6 +164,17 @@ func startInNetns(t *testing.T, ns *fixture.Netns, name, bin string, stdout io.W
 		}
 	})
 	return p
+}
+
+// dieWithTest makes the kernel kill a started process when the test binary
+// dies without running its cleanups (killed by go test -timeout, say), so
+// no Prometheus or Alertmanager outlives the test. `ip netns exec` execs the
+// real program, which keeps the setting. (The signal is tied to the thread
+// that started the process; the Go runtime ends threads only for goroutines
+// that exit while locked to one, which the test never does when starting a
+// process.)
+func dieWithTest() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
 
 // tail returns at most the last n bytes of s.
@@ -444,6 +456,7 @@ func startWithStdin(t *testing.T, ns *fixture.Netns, name, bin string, stdout io
 	t.Helper()
 	p := &proc{name: name, logs: &syncBuffer{}, exited: make(chan struct{})}
 	p.cmd = ns.Command(context.Background(), bin)
+	p.cmd.SysProcAttr = dieWithTest()
 	p.cmd.Stdout, p.cmd.Stderr = stdout, p.logs
 	p.cmd.Env = append(os.Environ(), env...)
 	w, err := p.cmd.StdinPipe()
