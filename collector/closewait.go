@@ -17,9 +17,11 @@ import (
 // minimum age, at most once per lookupInterval, for at most maxLookupInodes
 // sockets, bounded by a timeout (Options.LookupTimeout, default
 // DefaultLookupTimeout). A scan cut short by the timeout leaves the sockets
-// it did not reach for the next lookup, and doubles both the interval and
-// the timeout (up to maxLookupBackoff times), so that a node with many
-// descriptors is scanned in full eventually at the same average cost. A
+// it did not reach for the next lookup, which resumes after the last process
+// scanned (see resumingLookup), and doubles both the interval and the
+// timeout (up to maxLookupBackoff times), so that a node with many
+// descriptors is scanned in full within a few lookups at the same average
+// cost. A
 // socket whose owner a complete scan did not find (another PID namespace,
 // or a process that exited) is retried after lookupRetry. Results are kept
 // with the tracked socket (an inode belongs to one socket) until it leaves

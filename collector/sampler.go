@@ -82,11 +82,7 @@ func (o *Options) setDefaults() {
 		o.Logger = slog.Default()
 	}
 	if o.LookupOwners == nil {
-		il := procnet.NewInodeLookup(o.ProcRoot)
-		o.LookupOwners = func(inodes []uint64, timeout time.Duration) (map[uint64][]procnet.Process, bool, error) {
-			owners, st, err := il.Lookup(inodes, procnet.LookupOptions{Timeout: timeout})
-			return owners, !st.Incomplete && err == nil, err
-		}
+		o.LookupOwners = resumingLookup(procnet.NewInodeLookup(o.ProcRoot), 0)
 	}
 	if o.LookupTimeout <= 0 {
 		o.LookupTimeout = DefaultLookupTimeout
@@ -536,4 +532,37 @@ func (r *ring) max(since time.Time) Counts {
 		}
 	}
 	return m
+}
+
+// maxOwnerHints bounds the processes remembered as likely owners.
+const maxOwnerHints = 16
+
+// resumingLookup is the default OwnerLookup. A lookup cut short by its
+// timeout is resumed by the next one after the last process it scanned, so
+// that on a node with many descriptors successive bounded lookups cover
+// every process instead of rescanning the same first ones; and the
+// processes that owned CLOSE_WAIT sockets before are scanned first, since a
+// leaking process tends to keep leaking. maxPIDs, when positive, also bounds
+// each lookup (for tests).
+func resumingLookup(il *procnet.InodeLookup, maxPIDs int) OwnerLookup {
+	var after int
+	var hints []int
+	return func(inodes []uint64, timeout time.Duration) (map[uint64][]procnet.Process, bool, error) {
+		owners, st, err := il.Lookup(inodes, procnet.LookupOptions{Timeout: timeout, MaxPIDs: maxPIDs, After: after, Hint: hints})
+		after = 0
+		if st.Incomplete {
+			after = st.LastPID
+		}
+		for _, ps := range owners {
+			for _, p := range ps {
+				if !slices.Contains(hints, p.PID) {
+					hints = append(hints, p.PID)
+				}
+			}
+		}
+		if len(hints) > maxOwnerHints {
+			hints = slices.Clone(hints[len(hints)-maxOwnerHints:])
+		}
+		return owners, !st.Incomplete && err == nil, err
+	}
 }

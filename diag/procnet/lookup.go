@@ -34,6 +34,11 @@ type LookupOptions struct {
 	// process is scanned at most once; hints that do not exist count as
 	// vanished.
 	Hint []int
+	// After resumes a scan that a limit cut short (LookupStats.LastPID):
+	// processes are scanned in ascending ID order starting above After and
+	// wrapping around, so that successive bounded lookups cover every
+	// process instead of rescanning the lowest IDs each time.
+	After int
 }
 
 // LookupStats says what a lookup did.
@@ -54,6 +59,9 @@ type LookupStats struct {
 	// inodes were still missing (or, with AllOwners, before the last
 	// process).
 	Incomplete bool
+	// LastPID is the last process scanned, to pass as After to a lookup
+	// that should carry on where a limit stopped this one.
+	LastPID int
 	// Elapsed is the wall time the lookup took.
 	Elapsed time.Duration
 }

@@ -5,6 +5,7 @@ package procnet
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 	"unsafe"
@@ -45,7 +46,8 @@ type InodeLookup struct {
 	name     []byte // NUL-terminated descriptor name scratch
 	link     []byte // readlinkat target
 	matched  []uint64
-	pidName  []byte // decimal PID scratch for hints
+	pidName  []byte // decimal PID scratch
+	pids     []int  // the proc root's process IDs, sorted
 }
 
 // NewInodeLookup returns an InodeLookup for the procfs at procRoot, or at
@@ -138,37 +140,58 @@ func (l *InodeLookup) scan(st *lookupState) error {
 		}
 	}
 
-	for !st.stopped {
+	// Processes in ascending ID order, starting after opts.After and
+	// wrapping around, so that a lookup cut short can be resumed.
+	pids, err := l.listPIDs(rootfd)
+	if err != nil {
+		return err
+	}
+	start, _ := slices.BinarySearch(pids, st.opts.After+1)
+	for i := range pids {
+		pid := pids[(start+i)%len(pids)]
+		if hinted[pid] {
+			continue
+		}
+		if (st.opts.MaxPIDs > 0 && st.stats.PIDsScanned >= st.opts.MaxPIDs) || st.timeUp() {
+			st.stopped = true
+			break
+		}
+		st.stats.PIDsScanned++
+		st.stats.LastPID = pid
+		l.scanPID(rootfd, pid, strconv.AppendInt(l.pidName[:0], int64(pid), 10), st)
+		if st.remaining == 0 && !st.opts.AllOwners {
+			return nil
+		}
+	}
+	st.stats.Incomplete = st.stopped && (st.remaining > 0 || st.opts.AllOwners)
+	return nil
+}
+
+// listPIDs returns the process IDs the proc root lists, sorted, in a
+// buffer reused across lookups.
+func (l *InodeLookup) listPIDs(rootfd int) ([]int, error) {
+	l.pids = l.pids[:0]
+	for {
 		n, err := getdents(rootfd, l.rootDent)
 		if err != nil {
-			return fmt.Errorf("procnet: list proc root %s: %w", l.root, err)
+			return nil, fmt.Errorf("procnet: list proc root %s: %w", l.root, err)
 		}
 		if n == 0 {
 			break
 		}
 		buf := l.rootDent[:n]
-		for len(buf) > 0 && !st.stopped {
+		for len(buf) > 0 {
 			var name []byte
 			if name, buf, err = nextDirent(buf); err != nil {
-				return fmt.Errorf("procnet: list proc root %s: %w", l.root, err)
+				return nil, fmt.Errorf("procnet: list proc root %s: %w", l.root, err)
 			}
-			pid, ok := parsePID(name)
-			if !ok || hinted[pid] {
-				continue
-			}
-			if (st.opts.MaxPIDs > 0 && st.stats.PIDsScanned >= st.opts.MaxPIDs) || st.timeUp() {
-				st.stopped = true
-				break
-			}
-			st.stats.PIDsScanned++
-			l.scanPID(rootfd, pid, name, st)
-			if st.remaining == 0 && !st.opts.AllOwners {
-				return nil
+			if pid, ok := parsePID(name); ok {
+				l.pids = append(l.pids, pid)
 			}
 		}
 	}
-	st.stats.Incomplete = st.stopped && (st.remaining > 0 || st.opts.AllOwners)
-	return nil
+	slices.Sort(l.pids)
+	return l.pids, nil
 }
 
 // classify counts a per-process error in the stats.

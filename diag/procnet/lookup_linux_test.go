@@ -108,12 +108,12 @@ func TestLookupFakeProc(t *testing.T) {
 	}
 
 	// Without AllOwners the scan stops at the first process holding both,
-	// in the order the directory lists them.
+	// in ascending process ID order: 100, the lowest.
 	owners, st, err = l.Lookup([]uint64{1001, 1002}, LookupOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, scanned := listingOrder(t, root, 100, 200)
+	first, scanned := Process{100, "alpha"}, 1
 	if st.PIDsScanned != scanned || !slices.Equal(owners[1001], []Process{first}) || !slices.Equal(owners[1002], []Process{first}) || st.Incomplete {
 		t.Errorf("early stop: owners %v, stats %+v; want only %v after %d pids", owners, st, first, scanned)
 	}
@@ -141,6 +141,37 @@ func TestLookupFakeProc(t *testing.T) {
 	}
 	if st.PIDsScanned != 5 || len(owners[1001]) != 2 || owners[1001][0] != beta[0] {
 		t.Errorf("hint with AllOwners: owners %v, stats %+v", owners, st)
+	}
+
+	// After resumes: processes above it first (500 holds 1004: one scan),
+	// then the rest from the start (nothing above 500: 1001 is found in the
+	// second pass).
+	owners, st, err = l.Lookup([]uint64{1004}, LookupOptions{After: 400})
+	if err != nil || st.PIDsScanned != 1 || st.LastPID != 500 || !slices.Equal(owners[1004], []Process{{500, "other"}}) {
+		t.Errorf("after 400: owners %v, stats %+v, err %v", owners, st, err)
+	}
+	owners, st, err = l.Lookup([]uint64{1001}, LookupOptions{After: 500})
+	if err != nil || len(owners[1001]) != 1 || st.Incomplete {
+		t.Errorf("after 500: owners %v, stats %+v, err %v", owners, st, err)
+	}
+	// Lookups cut short after one process each, each resuming after the
+	// last, reach every process: 1004's owner is found within 5 of them,
+	// wherever the listing puts it (without After every lookup would scan
+	// the same first process).
+	found, after := -1, 0
+	for i := range 5 {
+		owners, st, err = l.Lookup([]uint64{1004}, LookupOptions{MaxPIDs: 1, After: after})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(owners[1004]) > 0 {
+			found = i
+			break
+		}
+		after = st.LastPID
+	}
+	if found < 0 {
+		t.Error("five resumed one-process lookups never reached pid 500")
 	}
 
 	// Limits.
@@ -185,35 +216,6 @@ func TestLookupFakeProcDenied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-// listingOrder returns which of the holder pids (100 "alpha" or 200
-// "beta") the proc root lists first, and how many pid entries come up to
-// and including it.
-func listingOrder(t *testing.T, root string, holders ...int) (Process, int) {
-	t.Helper()
-	d, err := os.Open(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	names, err := d.Readdirnames(-1) // unsorted: the getdents order
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, name := range names {
-		pid, ok := parsePID([]byte(name))
-		if !ok {
-			continue
-		}
-		n++
-		if slices.Contains(holders, pid) {
-			return Process{pid, map[int]string{100: "alpha", 200: "beta"}[pid]}, n
-		}
-	}
-	t.Fatal("no holder listed")
-	return Process{}, 0
 }
 
 // inodeOf returns the inode of a socket: the st_ino of fstat on its fd.
