@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v promtool >/dev/null || need_pkgs+=(prometheus)
-command -v alertmanager >/dev/null && command -v amtool >/dev/null || need_pkgs+=(prometheus-alertmanager)
+{ command -v alertmanager || command -v prometheus-alertmanager; } >/dev/null && command -v amtool >/dev/null || need_pkgs+=(prometheus-alertmanager)
 command -v hping3 >/dev/null || need_pkgs+=(hping3)
 command -v ss >/dev/null && command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)  # unprivileged-mode test
@@ -25,9 +25,13 @@ fi
 # tests run their own instances on free ports.
 systemctl stop prometheus prometheus-alertmanager >/dev/null 2>&1 || true
 
-echo "== go vet"
+echo "== gofmt, go vet"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then echo "not gofmt-ed: $unformatted"; exit 1; fi
 go vet ./...
 echo "== go test (all packages, real kernel, real Prometheus and Alertmanager)"
-go test -count=1 -timeout 40m ./...
+# One package at a time: the scenario, load and end-to-end tests time
+# detectors and latencies on a 2-core machine and must not share it.
+go test -p 1 -count=1 -timeout 40m ./...
 echo "== fuzz targets, bounded"
 scripts/fuzz-all.sh "${FUZZTIME:-10s}"
