@@ -3,6 +3,7 @@
 package diag_test
 
 import (
+	"context"
 	"encoding/binary"
 	"flag"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/tcpstate/tcpstate-exporter/diag"
 	"github.com/tcpstate/tcpstate-exporter/diag/diagtest"
+	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 )
 
 var updateTestdata = flag.Bool("update-testdata", false, "record real dumps into testdata/ as fuzz seeds")
@@ -223,5 +225,43 @@ func normalizeSeq(d []byte) {
 			return
 		}
 		d = d[l:]
+	}
+}
+
+// TestKernelDumpOtherNamespace dials sock_diag by a namespace handle from
+// outside the namespace: the dump shows that namespace's sockets only.
+func TestKernelDumpOtherNamespace(t *testing.T) {
+	ns := fixture.NewNetnsPrefix(t, "tsdg-")
+	set, err := ns.Listen(context.Background(), fixture.IPv6, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	f, err := os.Open(ns.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	c, err := diag.Dial(&diag.Config{NetNS: int(f.Fd())})
+	if err != nil {
+		t.Fatalf("Dial into %s: %v", ns.Name(), err)
+	}
+	defer c.Close()
+	want := map[uint16]bool{}
+	for _, ap := range set.Listeners() {
+		want[ap.Port()] = true
+	}
+	var got []uint16
+	if _, err := c.Dump(diag.Request{}, func(s *diag.Socket) error {
+		got = append(got, s.SrcPort)
+		if s.State != diag.Listen || s.Family != diag.AFInet6 || !want[s.SrcPort] {
+			t.Errorf("unexpected socket in %s: %+v", ns.Name(), *s)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Errorf("dump of %s saw %d sockets %v, want its %d listeners", ns.Name(), len(got), got, len(want))
 	}
 }
