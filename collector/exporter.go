@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,15 +36,52 @@ type ExporterOptions struct {
 	// first, at most StoredDestinations); the rest fold into one series per
 	// family with addresses and port "other". Zero means 50.
 	MaxDestinations int
+	// MaxTargets bounds the targets (network namespaces) reported one by
+	// one when TargetLabels is set; see Exporter for how the rest fold into
+	// one target labelled OtherTarget. Zero means 500.
+	MaxTargets int
 	// Now returns the current time; default time.Now.
 	Now func() time.Time
 }
 
+// OtherTarget is the value of the first target label (netns) of the target
+// that folds the namespaces beyond ExporterOptions.MaxTargets; its other
+// target labels are empty. HostTarget is the first label value of a target
+// that is never folded.
+const (
+	OtherTarget = "other"
+	HostTarget  = "host"
+)
+
 // Exporter is a prometheus.Collector over the latest samples of a set of
 // targets. Collect reads published samples only; it never runs a dump.
+//
+// When TargetLabels is set and there are more than MaxTargets targets, a
+// scrape reports the host target (first label HostTarget) and the largest
+// others by total sockets in their latest view, MaxTargets in all, and
+// folds the rest into one target labelled OtherTarget. A target reported at
+// the previous scrape counts its sockets plus a quarter plus one when
+// ranked, so that namespaces of about equal size do not swap places between
+// scrapes (only a target that had a full sample when it was kept earns
+// this); ties go to the smaller label values. The folded target carries
+// the sums of the folded namespaces' tcpstate_sockets and
+// tcpstate_sockets_max, of their listeners, destinations and CLOSE_WAIT
+// groups as "other" series (address, port and command "other"), of their
+// untracked CLOSE_WAIT sockets, and tcpstate_folded_series per kind counting
+// every entry that went into those series. Their kernel counters, sysctls,
+// read errors and dump self-metrics are left out: a sum over a set of
+// namespaces that changes between scrapes would make counters go backwards
+// and durations or sysctl values meaningless. tcpstate_folded_series with
+// kind="namespaces" on the folded target's labels counts the folded
+// namespaces, 0 when none are.
 type Exporter struct {
 	targets func() []Target
 	opts    ExporterOptions
+
+	// kept holds the keys of the targets reported one by one at the latest
+	// scrape, for the ranking's hysteresis.
+	keptMu sync.Mutex
+	kept   map[string]struct{}
 
 	sockets, socketsMax                    *prometheus.Desc
 	lQueue, lLimit, lSynRecv, lSockets     *prometheus.Desc
@@ -90,6 +129,9 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 	}
 	if opts.MaxDestinations <= 0 {
 		opts.MaxDestinations = 50
+	}
+	if opts.MaxTargets <= 0 {
+		opts.MaxTargets = 500
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -149,12 +191,212 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect sends the metrics of every target's latest samples.
+// Collect sends the metrics of every target's latest samples, folding the
+// targets beyond MaxTargets.
 func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 	now := e.opts.Now()
-	for _, t := range e.targets() {
-		e.collectTarget(ch, t, t.Sampler.View(now), now)
+	ts := e.targets()
+	if len(e.opts.TargetLabels) == 0 {
+		for _, t := range ts {
+			e.collectTarget(ch, t, t.Sampler.View(now), now)
+		}
+		return
 	}
+	views := make([]View, len(ts))
+	for i, t := range ts {
+		views[i] = t.Sampler.View(now)
+	}
+	kept, folded := e.selectTargets(ts, views)
+	for _, i := range kept {
+		e.collectTarget(ch, ts[i], views[i], now)
+	}
+	fv := make([]*View, len(folded))
+	for j, i := range folded {
+		fv[j] = &views[i]
+	}
+	e.collectOther(ch, fv)
+}
+
+// targetKey identifies a target across scrapes by its label values.
+func targetKey(t Target) string { return strings.Join(t.Labels, "\x00") }
+
+// selectTargets splits the targets into those reported one by one and those
+// folded (indexes into ts, in the order of ts), as the Exporter's
+// documentation describes, and remembers the kept ones for the next scrape.
+func (e *Exporter) selectTargets(ts []Target, views []View) (kept, folded []int) {
+	type cand struct {
+		i      int
+		key    string
+		pinned bool
+		score  uint64
+	}
+	e.keptMu.Lock()
+	prev := e.kept
+	e.keptMu.Unlock()
+	cs := make([]cand, len(ts))
+	for i, t := range ts {
+		c := cand{i: i, key: targetKey(t), pinned: len(t.Labels) > 0 && t.Labels[0] == HostTarget}
+		if views[i].Ready {
+			c.score = views[i].Counts.Total()
+		}
+		if _, ok := prev[c.key]; ok {
+			c.score += c.score/4 + 1
+		}
+		cs[i] = c
+	}
+	if len(cs) > e.opts.MaxTargets {
+		slices.SortFunc(cs, func(x, y cand) int {
+			if x.pinned != y.pinned {
+				if x.pinned {
+					return -1
+				}
+				return 1
+			}
+			if c := cmp.Compare(y.score, x.score); c != 0 {
+				return c
+			}
+			if c := cmp.Compare(x.key, y.key); c != 0 {
+				return c
+			}
+			return cmp.Compare(x.i, y.i)
+		})
+		for _, c := range cs[e.opts.MaxTargets:] {
+			folded = append(folded, c.i)
+		}
+		cs = cs[:e.opts.MaxTargets]
+		slices.SortFunc(cs, func(x, y cand) int { return cmp.Compare(x.i, y.i) })
+		slices.Sort(folded)
+	}
+	next := make(map[string]struct{}, len(cs))
+	for _, c := range cs {
+		kept = append(kept, c.i)
+		// Only a ranking on sockets counts: a target kept while nothing
+		// was sampled yet earns no preference.
+		if views[c.i].Ready {
+			next[c.key] = struct{}{}
+		}
+	}
+	e.keptMu.Lock()
+	e.kept = next
+	e.keptMu.Unlock()
+	return kept, folded
+}
+
+// collectOther sends the folded target's series: the sums of the folded
+// views, as the Exporter's documentation describes.
+func (e *Exporter) collectOther(ch chan<- prometheus.Metric, views []*View) {
+	labels := make([]string, len(e.opts.TargetLabels))
+	labels[0] = OtherTarget
+	lv := func(l ...string) []string { return append(slices.Clone(labels), l...) }
+	gauge := func(d *prometheus.Desc, val float64, l ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, val, lv(l...)...)
+	}
+	gauge(e.folded, float64(len(views)), "namespaces")
+	if len(views) == 0 {
+		return
+	}
+
+	var (
+		anyLatest, anyReady bool
+		counts, maxima      Counts
+		untracked           uint64
+		cw                  = detect.CloseWaitGroup{Port: "other", Command: "other"}
+		cwGroups            int
+		lsums               [2]Listener
+		lpresent, dpresent  [2]bool
+		dests               [2]detect.Destination
+		nListeners, nDests  int
+	)
+	for _, v := range views {
+		if smp := v.Latest; smp != nil {
+			anyLatest = true
+			untracked += smp.CloseWaitUntracked
+			n := len(smp.CloseWait)
+			if smp.CloseWaitFolded > 0 {
+				n += smp.CloseWaitFolded - 1 // the sample's own "other" group
+			}
+			cwGroups += n
+			for _, g := range smp.CloseWait {
+				cw.Count += g.Count
+				cw.Oldest = max(cw.Oldest, g.Oldest)
+			}
+		}
+		if !v.Ready {
+			continue
+		}
+		anyReady = true
+		for f := range counts {
+			for st := range counts[f] {
+				counts[f][st] += v.Counts[f][st]
+				maxima[f][st] += v.Max[f][st]
+			}
+		}
+		for _, l := range v.Listeners {
+			i := familyIndex(l.Family)
+			lpresent[i] = true
+			s := &lsums[i]
+			s.Family = l.Family
+			s.Sockets += l.Sockets
+			s.QueueLen += l.QueueLen
+			s.QueueLimit += l.QueueLimit
+			s.SynRecv += l.SynRecv
+		}
+		nListeners += len(v.Listeners)
+		if smp := v.Full; smp != nil {
+			add := func(d detect.Destination) {
+				i := familyIndex(d.Family)
+				dpresent[i] = true
+				dests[i].Family = d.Family
+				dests[i].Used += d.Used
+				dests[i].TimeWait += d.TimeWait
+			}
+			for _, d := range smp.Destinations {
+				add(d)
+			}
+			for _, d := range smp.DestinationsOther {
+				add(d)
+			}
+			nDests += len(smp.Destinations) + smp.DestinationsFolded
+		}
+	}
+	if anyLatest {
+		if cwGroups > 0 {
+			gauge(e.cwSockets, float64(cw.Count), cw.Port, cw.Command)
+			gauge(e.cwOldest, cw.Oldest.Seconds(), cw.Port, cw.Command)
+		}
+		gauge(e.cwUntracked, float64(untracked))
+		gauge(e.folded, float64(cwGroups), "closewait")
+	}
+	if !anyReady {
+		return
+	}
+	for _, f := range Families {
+		fn := f.String()
+		for _, st := range States {
+			gauge(e.sockets, float64(counts.Get(f, st)), fn, st.String())
+			gauge(e.socketsMax, float64(maxima.Get(f, st)), fn, st.String())
+		}
+	}
+	for i, l := range lsums {
+		if !lpresent[i] {
+			continue
+		}
+		fn := l.Family.String()
+		gauge(e.lQueue, float64(l.QueueLen), fn, "other", "other")
+		gauge(e.lLimit, float64(l.QueueLimit), fn, "other", "other")
+		gauge(e.lSynRecv, float64(l.SynRecv), fn, "other", "other")
+		gauge(e.lSockets, float64(l.Sockets), fn, "other", "other")
+	}
+	gauge(e.folded, float64(nListeners), "listeners")
+	for i, d := range dests {
+		if !dpresent[i] {
+			continue
+		}
+		l := []string{d.Family.String(), "other", "other", "other"}
+		gauge(e.destUsed, float64(d.Used), l...)
+		gauge(e.destTW, float64(d.TimeWait), l...)
+	}
+	gauge(e.folded, float64(nDests), "destinations")
 }
 
 func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, t Target, v View, now time.Time) {

@@ -69,6 +69,7 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 			TargetLabels:    labelNames,
 			MaxListeners:    cfg.listenersMax,
 			MaxDestinations: cfg.detect.destinationsMax,
+			MaxTargets:      cfg.netnsMax,
 		}),
 		versioncollector.NewCollector("tcpstate"),
 		collectors.NewGoCollector(),

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -38,6 +39,7 @@ type config struct {
 	kubeconfig    string
 	procRoot      string
 	listenersMax  int
+	netnsMax      int
 	maxRequests   int
 	method        string
 	web           *web.FlagConfig
@@ -68,6 +70,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*config, string, error
 	app.Flag("kubeconfig", "With --netns=all: kubeconfig for the pod watch outside a cluster; empty uses the in-cluster service account (pods of $NODE_NAME).").Default("").StringVar(&cfg.kubeconfig)
 	app.Flag("path.procfs", "Where procfs is mounted.").Default("/proc").StringVar(&cfg.procRoot)
 	app.Flag("collector.listeners.max", "Listening addresses reported per namespace; the rest fold into address=\"other\".").Default("1000").IntVar(&cfg.listenersMax)
+	app.Flag("collector.namespaces.max", "With --netns=all: namespaces reported one by one (the agent's own and the largest by sockets); the rest fold into netns=\"other\".").Default("500").IntVar(&cfg.netnsMax)
 	app.Flag("diag.method", "sock_diag request: auto (one legacy walk for both families), legacy, or v2 (one request per family).").Default("auto").EnumVar(&cfg.method, "auto", "legacy", "v2")
 	app.Flag("web.max-requests", "Maximum number of concurrent /metrics requests; 0 means no limit (a scrape only reads the latest sample).").Default("0").IntVar(&cfg.maxRequests)
 	cfg.web = webflag.AddFlags(app, ":9874")
@@ -123,8 +126,20 @@ func (c *config) validate() error {
 		return fmt.Errorf("--netns.refresh=%v: must be at least 1s", c.netnsRefresh)
 	case c.procRoot == "":
 		return fmt.Errorf("--path.procfs: must not be empty")
+	}
+	if c.kubeconfig != "" {
+		if _, err := os.Stat(c.kubeconfig); err != nil {
+			return fmt.Errorf("--kubeconfig=%s: %w", c.kubeconfig, errors.Unwrap(err))
+		}
+	}
+	if fi, err := os.Stat(c.procRoot); err != nil || !fi.IsDir() {
+		return fmt.Errorf("--path.procfs=%s: not a readable directory", c.procRoot)
+	}
+	switch {
 	case c.listenersMax < 1:
 		return fmt.Errorf("--collector.listeners.max=%d: must be at least 1", c.listenersMax)
+	case c.netnsMax < 1:
+		return fmt.Errorf("--collector.namespaces.max=%d: must be at least 1", c.netnsMax)
 	case len(c.telemetryPath) == 0 || c.telemetryPath[0] != '/':
 		return fmt.Errorf("--web.telemetry-path=%q: must start with /", c.telemetryPath)
 	case c.maxRequests < 0:
