@@ -94,6 +94,17 @@ func overview() *dashboard {
 	l.add(8, 8, table("Sysctls", []target{
 		tableQ(sel(`tcpstate_sysctl{{SEL}}`, selNode)),
 	}, map[string]string{"Value": "value"}))
+	l.add(16, 8, timeseries("Alertmanager pushes", []target{
+		rateQ("tcpstate_alertmanager_notifications_total", "instance, url", selNode, "{{instance}} {{url}} sent"),
+		rateQ("tcpstate_alertmanager_notifications_errors_total", "instance, url", selNode, "{{instance}} {{url}} failed"),
+		rateQ("tcpstate_alertmanager_notifications_dropped_total", "instance, url", selNode, "{{instance}} {{url}} dropped"),
+	}, withUnit("cps"), withDashedRegexp(" (failed|dropped)$"),
+		withDescription("Alerts the agent pushed to each Alertmanager (--alertmanager.url) per second, those in failed pushes, and those dropped from a full queue. Failures or drops mean the agent's own alerts do not arrive (TCPStateExporterAlertmanagerErrors). Empty without --alertmanager.url.")))
+	l.add(8, 8, timeseries("Namespace sampler", []target{
+		q(sel(`tcpstate_netns_namespaces{{SEL}}`, selNode), "{{instance}} namespaces"),
+		q(sel(`tcpstate_netns_sweep_period_seconds{{SEL}}`, selNode), "{{instance}} sweep period"),
+	}, withUnit("short"), withUnitRegexp(" sweep period$", "s"),
+		withDescription("With --netns=all: network namespaces sampled, and the planned time between two passes over all of them. Empty in --netns=host mode.")))
 	return d.build()
 }
 

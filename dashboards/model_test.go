@@ -270,6 +270,17 @@ func withDashedRegexp(re string) panelOpt {
 	}
 }
 
+// withUnitRegexp sets the unit of the series whose display name matches re:
+// a second quantity drawn in the same panel.
+func withUnitRegexp(re, unit string) panelOpt {
+	return func(p *panel) {
+		p.FieldConfig.Overrides = append(p.FieldConfig.Overrides, override{
+			Matcher:    map[string]any{"id": "byRegexp", "options": re},
+			Properties: []map[string]any{{"id": "unit", "value": unit}, {"id": "custom.axisPlacement", "value": "right"}},
+		})
+	}
+}
+
 func withDescription(d string) panelOpt {
 	return func(p *panel) { p.Description = d }
 }
