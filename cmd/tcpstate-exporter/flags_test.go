@@ -23,6 +23,13 @@ func TestBadFlagsExitTwo(t *testing.T) {
 		{[]string{"--diag.method=fast"}, "--diag.method"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
 		{[]string{"--sample.interval=abc"}, "--sample.interval"},
+		{[]string{"--kubeconfig=/nonexistent/kubeconfig"}, "--kubeconfig"},
+		{[]string{"--path.procfs=/nonexistent"}, "--path.procfs"},
+		{[]string{"--netns.refresh=10ms"}, "--netns.refresh"},
+		{[]string{"--collector.namespaces.max=0"}, "--collector.namespaces.max"},
+		{[]string{"--alertmanager.url=ftp://am:9093"}, "--alertmanager.url"},
+		{[]string{"--detect.ports.ratio=2"}, "--detect.ports.ratio"},
+		{[]string{"--web.config.file=/nonexistent/web.yml"}, "--web.config.file"},
 		{[]string{"--sample.cpu-budget", "lots"}, "--sample.cpu-budget"},
 	}
 	for _, tc := range tests {
