@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -36,7 +37,7 @@ const DefaultTimeout = 30 * time.Second
 // later call returns an error wrapping ErrClosed: close it and dial again.
 type Conn struct {
 	t       Transport
-	buf     []byte
+	buf     []byte // the receive buffer, held only during a dump
 	sock    Socket
 	timeout time.Duration
 	failed  error
@@ -44,8 +45,16 @@ type Conn struct {
 
 // NewConn returns a Conn over t. Most callers use Dial.
 func NewConn(t Transport) *Conn {
-	return &Conn{t: t, buf: make([]byte, DefaultBufferSize), timeout: DefaultTimeout}
+	return &Conn{t: t, timeout: DefaultTimeout}
 }
+
+// bufPool holds receive buffers. A Conn takes one for the length of a dump
+// and gives it back, so that many Conns dumping in turn (one per network
+// namespace) share a few buffers instead of holding one each.
+var bufPool = sync.Pool{New: func() any {
+	b := make([]byte, DefaultBufferSize)
+	return &b
+}}
 
 // SetTimeout sets the bound on each dump; d <= 0 disables it.
 func (c *Conn) SetTimeout(d time.Duration) { c.timeout = d }
@@ -93,6 +102,12 @@ func (c *Conn) Dump(req Request, fn func(s *Socket) error) (st Stats, err error)
 	}
 	stop := startClock()
 	defer func() { st.Wall, st.CPU = stop() }()
+	bp := bufPool.Get().(*[]byte)
+	c.buf = *bp
+	defer func() {
+		c.buf = nil
+		bufPool.Put(bp)
+	}()
 	if c.timeout > 0 {
 		if err := c.t.SetReadDeadline(time.Now().Add(c.timeout)); err != nil {
 			return st, fmt.Errorf("sock_diag: setting read deadline: %w", err)
