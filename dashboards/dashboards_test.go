@@ -327,10 +327,11 @@ func checkVariables(t *testing.T, l loaded) {
 	}
 }
 
-// readMetricNames reads testdata/metrics.txt: the metric names of the contract
-// (docs/CONTRACT.md), written by hand for now. An end-to-end test will later
-// check the same names against the exporter's real /metrics output, so that a
-// dashboard cannot query a metric the exporter does not serve.
+// readMetricNames reads testdata/metrics.txt: the metric names the exporter
+// serves (the README's metric table). The end-to-end test in e2e/ checks
+// every name a dashboard or rule uses against the exporter's real /metrics
+// output, so that a dashboard cannot query a metric the exporter does not
+// serve.
 func readMetricNames(t *testing.T) map[string]bool {
 	t.Helper()
 	f, err := os.Open(filepath.Join("testdata", "metrics.txt"))
