@@ -188,18 +188,9 @@ func tail(s string, n int) string {
 // nsClient returns an HTTP client whose connections are made inside ns, so
 // it reaches the servers on the namespace's loopback.
 func nsClient(ns *fixture.Netns) *http.Client {
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := ns.Do(func() error {
-			var err error
-			c, err = (&net.Dialer{KeepAlive: -1}).DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}
 	return &http.Client{
 		Timeout:   15 * time.Second,
-		Transport: &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second},
+		Transport: &http.Transport{DialContext: ns.DialContext, MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second},
 	}
 }
 

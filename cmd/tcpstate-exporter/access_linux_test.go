@@ -160,16 +160,7 @@ func (p *exporterProc) exited() bool {
 // nsTransport returns an HTTP transport whose connections are made inside
 // ns, without TCP keepalive probes.
 func nsTransport(ns *fixture.Netns, tlsConf *tls.Config) *http.Transport {
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := ns.Do(func() error {
-			var err error
-			c, err = (&net.Dialer{KeepAlive: -1}).DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}
-	return &http.Transport{DialContext: dial, TLSClientConfig: tlsConf, ForceAttemptHTTP2: false}
+	return &http.Transport{DialContext: ns.DialContext, TLSClientConfig: tlsConf, ForceAttemptHTTP2: false}
 }
 
 // get fetches url with optional basic auth and returns the status and body.

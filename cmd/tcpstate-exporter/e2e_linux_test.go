@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -65,16 +64,7 @@ func exporterInNetns(t *testing.T, ctx context.Context, ns *fixture.Netns, bin s
 			t.Logf("exporter log:\n%s", logs.String())
 		}
 	})
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := ns.Do(func() error {
-			var err error
-			c, err = (&net.Dialer{KeepAlive: -1}).DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dial, MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: ns.DialContext, MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		resp, err := client.Get("http://127.0.0.1:9874/-/ready")
