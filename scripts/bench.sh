@@ -96,6 +96,10 @@ for total in "${counts[@]}"; do
   echo "{\"target\":$total,\"mode\":\"idle\",\"process_cpu_share\":$(awk -v a="$t1" -v b="$t2" -v h="$tck" -v s="${IDLE_SECONDS:-60}" 'BEGIN{printf "%.4f", (b-a)/h/s}')}" | tee -a "$tmp/results.jsonl" >&2
   ip netns exec "$ns" "$tmp/diagbench" -mode metrics -url http://127.0.0.1:9874/metrics | sed "s/^{/{\"target\":$total,/" | tee -a "$tmp/results.jsonl" >&2
   ip netns exec "$ns" "$tmp/diagbench" -mode scrape -url http://127.0.0.1:9874/metrics -duration "${SCRAPE_SECONDS:-30}s" -concurrency 4 >"$tmp/scrape.json"
+  # Then a realistic scrape load over a minute: it spans full dumps, so its
+  # latency shows whether sampling slows scrapes down.
+  ip netns exec "$ns" "$tmp/diagbench" -mode scrape -url http://127.0.0.1:9874/metrics -duration "${PACED_SECONDS:-70}s" -concurrency 4 -every 250ms \
+    | sed "s/^{/{\"target\":$total,/" | tee -a "$tmp/results.jsonl" >&2
   hwm=$(awk '/VmHWM/{print $2}' /proc/$exp/status)
   sed "s/^{/{\"target\":$total,\"exporter_vmhwm_kb\":$hwm,/" "$tmp/scrape.json" | tee -a "$tmp/results.jsonl" >&2
   kill "$exp"; wait "$exp" 2>/dev/null || true
