@@ -25,6 +25,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -433,19 +434,20 @@ func table(in io.Reader, out io.Writer) error {
 		fmt.Fprintf(out, "\n### %d sockets\n\n", t)
 		fmt.Fprintln(out, "| mode | sockets counted | CPU per sample (s) | wall per sample (s) | allocs per sample | bytes allocated per sample | peak RSS (MB) | rounds |")
 		fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|")
-		floorCPU := 0.0
+		floorCPU := map[bool]float64{} // by "-v2"
 		for _, m := range []string{"floor", "exporter", "exporter-quiet", "nodeexporter", "floor-v2", "exporter-v2"} {
 			rs := runs[key{t, m}]
 			if len(rs) == 0 {
 				continue
 			}
 			cpu := med(rs, func(r result) float64 { return r.CPUSeconds })
-			if m == "floor" {
-				floorCPU = cpu
+			v2 := strings.HasSuffix(m, "-v2")
+			if strings.HasPrefix(m, "floor") {
+				floorCPU[v2] = cpu
 			}
 			ratio := ""
-			if floorCPU > 0 && m != "floor" && m != "floor-v2" {
-				ratio = fmt.Sprintf(" (%.2fx floor)", cpu/floorCPU)
+			if f := floorCPU[v2]; f > 0 && !strings.HasPrefix(m, "floor") {
+				ratio = fmt.Sprintf(" (%.2fx its floor)", cpu/f)
 			}
 			fmt.Fprintf(out, "| %s | %d | %.3f%s | %.3f | %.0f | %.0f | %.1f | %d |\n", m, rs[0].Sockets, cpu, ratio,
 				med(rs, func(r result) float64 { return r.WallSeconds }),
