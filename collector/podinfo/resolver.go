@@ -11,11 +11,12 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -32,6 +33,9 @@ const mirrorAnnotation = "kubernetes.io/config.mirror"
 
 // uidIndex is the informer index from pod UID (and static pod UID) to pod.
 const uidIndex = "uid"
+
+// podsResource is the resource the Resolver watches, as metadata only.
+var podsResource = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
 
 // Config configures a Resolver.
 type Config struct {
@@ -70,7 +74,7 @@ func (c *Config) setDefaults() {
 type Resolver struct {
 	cfg      Config
 	informer cache.SharedIndexInformer // nil when degraded
-	factory  informers.SharedInformerFactory
+	running  sync.WaitGroup            // the informer and its sync waiter
 
 	warnOnce sync.Once
 	warned   atomic.Bool
@@ -105,48 +109,67 @@ func New(cfg Config) (*Resolver, error) {
 		}
 	}
 	rc.UserAgent = "tcpstate-exporter"
-	client, err := kubernetes.NewForConfig(rc)
+	client, err := metadata.NewForConfig(rc)
 	if err != nil {
-		return nil, fmt.Errorf("podinfo: creating Kubernetes client: %w", err)
+		return nil, fmt.Errorf("podinfo: creating Kubernetes metadata client: %w", err)
 	}
 	return NewWithClient(client, cfg), nil
 }
 
-// NewWithClient returns a Resolver that watches the pods of cfg.NodeName
-// through client (any clientset, such as client-go's fake one).
-func NewWithClient(client kubernetes.Interface, cfg Config) *Resolver {
+// NewWithClient returns a Resolver that watches the metadata of the pods
+// of cfg.NodeName through client (any metadata client, such as client-go's
+// fake one). Only metadata crosses the wire and stays in the cache: the
+// pods' specs and statuses, and client-go's typed clientsets, are never
+// needed.
+func NewWithClient(client metadata.Interface, cfg Config) *Resolver {
 	cfg.setDefaults()
 	r := &Resolver{cfg: cfg}
 	if cfg.NodeName == "" {
 		r.warn("pod attribution off: no node name; set " + NodeNameEnv + " from spec.nodeName")
 		return r
 	}
+	// The API server applies the field selector to metadata lists and
+	// watches as to full ones: only this node's pods arrive.
 	selector := fields.OneTermEqualSelector("spec.nodeName", cfg.NodeName).String()
-	r.factory = informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.FieldSelector = selector }),
-		informers.WithTransform(slimPod))
-	r.informer = r.factory.Core().V1().Pods().Informer()
+	pods := client.Resource(podsResource)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = selector
+			return pods.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = selector
+			return pods.Watch(ctx, o)
+		},
+	}
+	r.informer = cache.NewSharedIndexInformerWithOptions(
+		cache.ToListWatcherWithWatchListSemantics(lw, client),
+		&metav1.PartialObjectMetadata{},
+		cache.SharedIndexInformerOptions{
+			Indexers:          cache.Indexers{uidIndex: indexUID},
+			ObjectDescription: "pod metadata",
+		})
 	// Errors here mean the informer has started, which it cannot have.
-	_ = r.informer.AddIndexers(cache.Indexers{uidIndex: r.indexUID})
+	_ = r.informer.SetTransform(slimPod)
 	_ = r.informer.SetWatchErrorHandlerWithContext(r.watchError)
 	return r
 }
 
-// slimPod keeps only what attribution needs, so that the cache holds a few
-// hundred bytes per pod rather than its whole spec and status.
+// slimPod keeps only what attribution needs, so that the cache holds a
+// hundred-odd bytes per pod rather than its labels, annotations and
+// managed fields.
 func slimPod(obj any) (any, error) {
-	p, ok := obj.(*corev1.Pod)
+	p, ok := obj.(*metav1.PartialObjectMetadata)
 	if !ok {
 		return obj, nil
 	}
-	s := &corev1.Pod{
+	s := &metav1.PartialObjectMetadata{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:            p.Name,
 			Namespace:       p.Namespace,
 			UID:             p.UID,
 			ResourceVersion: p.ResourceVersion,
 		},
-		Spec: corev1.PodSpec{NodeName: p.Spec.NodeName},
 	}
 	if v, ok := p.Annotations[mirrorAnnotation]; ok {
 		s.Annotations = map[string]string{mirrorAnnotation: v}
@@ -154,12 +177,12 @@ func slimPod(obj any) (any, error) {
 	return s, nil
 }
 
-// indexUID indexes a pod of this node by its UID and, for a mirror pod, by
-// the static pod's UID. Pods of other nodes are not indexed, whatever the
-// server sent.
-func (r *Resolver) indexUID(obj any) ([]string, error) {
-	p, ok := obj.(*corev1.Pod)
-	if !ok || p.Spec.NodeName != r.cfg.NodeName {
+// indexUID indexes a pod by its UID and, for a mirror pod, by the static
+// pod's UID. Pod metadata carries no node name: the list and watch hold
+// this node's pods because the API server applied the field selector.
+func indexUID(obj any) ([]string, error) {
+	p, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok || p.UID == "" {
 		return nil, nil
 	}
 	keys := []string{string(p.UID)}
@@ -200,39 +223,46 @@ func (r *Resolver) Start(ctx context.Context) {
 	}
 	// client-go logs through the context's logger: route it to ours.
 	ctx = klog.NewContext(ctx, logr.FromSlogHandler(r.cfg.Logger.Handler()))
-	r.factory.StartWithContext(ctx)
+	r.running.Add(2)
 	go func() {
-		wctx, cancel := context.WithTimeout(ctx, r.cfg.SyncTimeout)
-		defer cancel()
-		if cache.WaitForCacheSync(wctx.Done(), r.informer.HasSynced) {
-			r.synced.Store(true)
-			lvl := slog.LevelDebug
-			if r.warned.Load() {
-				lvl = slog.LevelInfo
-			}
-			r.cfg.Logger.Log(ctx, lvl, "pod watch synced; namespaces attributed to pods", "node", r.cfg.NodeName)
-			return
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		r.warn("Kubernetes API did not answer in time: pods not attributed yet", "node", r.cfg.NodeName, "timeout", r.cfg.SyncTimeout)
-		// Keep waiting: the informer retries, and names arrive once the
-		// API answers.
-		if cache.WaitForCacheSync(ctx.Done(), r.informer.HasSynced) {
-			r.synced.Store(true)
-			r.cfg.Logger.Info("pod watch synced; namespaces attributed to pods", "node", r.cfg.NodeName)
-		}
+		defer r.running.Done()
+		r.informer.RunWithContext(ctx)
+	}()
+	go func() {
+		defer r.running.Done()
+		r.awaitSync(ctx)
 	}()
 }
 
-// Shutdown stops the watch and waits for its goroutines; cancel Start's
-// context first.
-func (r *Resolver) Shutdown() {
-	if r.factory != nil {
-		r.factory.Shutdown()
+// awaitSync records the first listing of the node's pods, warning once if
+// it takes longer than the sync timeout.
+func (r *Resolver) awaitSync(ctx context.Context) {
+	wctx, cancel := context.WithTimeout(ctx, r.cfg.SyncTimeout)
+	defer cancel()
+	if cache.WaitForCacheSync(wctx.Done(), r.informer.HasSynced) {
+		r.synced.Store(true)
+		lvl := slog.LevelDebug
+		if r.warned.Load() {
+			lvl = slog.LevelInfo
+		}
+		r.cfg.Logger.Log(ctx, lvl, "pod watch synced; namespaces attributed to pods", "node", r.cfg.NodeName)
+		return
+	}
+	if ctx.Err() != nil {
+		return
+	}
+	r.warn("Kubernetes API did not answer in time: pods not attributed yet", "node", r.cfg.NodeName, "timeout", r.cfg.SyncTimeout)
+	// Keep waiting: the informer retries, and names arrive once the API
+	// answers.
+	if cache.WaitForCacheSync(ctx.Done(), r.informer.HasSynced) {
+		r.synced.Store(true)
+		r.cfg.Logger.Info("pod watch synced; namespaces attributed to pods", "node", r.cfg.NodeName)
 	}
 }
+
+// Shutdown waits for the watch's goroutines to end; cancel Start's context
+// first.
+func (r *Resolver) Shutdown() { r.running.Wait() }
 
 // Synced reports whether the first listing of the node's pods has arrived.
 func (r *Resolver) Synced() bool { return r.synced.Load() }
@@ -261,7 +291,7 @@ func (r *Resolver) Lookup(uid string) (namespace, name string, ok bool) {
 	if err != nil || len(objs) == 0 {
 		return "", "", false
 	}
-	p, ok := objs[0].(*corev1.Pod)
+	p, ok := objs[0].(*metav1.PartialObjectMetadata)
 	if !ok {
 		return "", "", false
 	}

@@ -17,12 +17,13 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes/fake"
+	metadatafake "k8s.io/client-go/metadata/fake"
 	clienttesting "k8s.io/client-go/testing"
 )
 
@@ -49,11 +50,40 @@ func (l *logRecorder) records() []string {
 	return append([]string(nil), l.recs...)
 }
 
-func pod(ns, name, uid, node string) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(uid)},
-		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}},
+// fakeNodeLabel carries a fixture pod's spec.nodeName, which pod metadata
+// lacks, so that the fake API server below can apply field selectors.
+const fakeNodeLabel = "test.tcpstate.invalid/node-name"
+
+// pod returns the metadata of a pod on node, as the fake metadata client
+// stores it, with a label and managed fields that the cache must drop.
+func pod(ns, name, uid, node string) *metav1.PartialObjectMetadata {
+	return &metav1.PartialObjectMetadata{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: ns, Name: name, UID: types.UID(uid),
+			Labels:        map[string]string{fakeNodeLabel: node, "app": name},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate}},
+		},
 	}
+}
+
+// serverSelects reports whether the API server would send obj to a list
+// or watch with fieldSelector: spec.nodeName comes from fakeNodeLabel.
+func serverSelects(t *testing.T, fieldSelector string, obj runtime.Object) bool {
+	sel, err := fields.ParseSelector(fieldSelector)
+	if err != nil {
+		t.Errorf("field selector %q: %v", fieldSelector, err)
+		return false
+	}
+	p, ok := obj.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return false
+	}
+	return sel.Matches(fields.Set{
+		"metadata.name":      p.Name,
+		"metadata.namespace": p.Namespace,
+		"spec.nodeName":      p.Labels[fakeNodeLabel],
+	})
 }
 
 // eventually polls cond for up to five seconds.
@@ -78,11 +108,12 @@ func lookupIs(r *Resolver, uid, ns, name string) func() bool {
 	}
 }
 
-// TestResolverFakeClientset drives the informer with client-go's fake
-// clientset: pods on this node are found by UID (a static pod by the UID
-// in its cgroup), pods of other nodes are not, and adds, updates and
-// deletes arrive.
-func TestResolverFakeClientset(t *testing.T) {
+// TestResolverFakeMetadataClient drives the informer with client-go's fake
+// metadata client, whose reactors apply field selectors as the API server
+// does: pods on this node are found by UID (a static pod by the UID in its
+// cgroup), pods of other nodes are not, and adds, updates and deletes
+// arrive.
+func TestResolverFakeMetadataClient(t *testing.T) {
 	const (
 		u1, u2, u3, u4 = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222",
 			"33333333-3333-3333-3333-333333333333", "44444444-4444-4444-4444-444444444444"
@@ -90,21 +121,45 @@ func TestResolverFakeClientset(t *testing.T) {
 	)
 	mirror := pod("kube-system", "etcd-node1", mirrorUID, "node1")
 	mirror.Annotations = map[string]string{mirrorAnnotation: hash, "other": "dropped"}
-	client := fake.NewClientset(pod("shop", "web-0", u1, "node1"), pod("shop", "web-1", u2, "node2"), mirror)
-	var listOpts []string
+	scheme := metadatafake.NewTestScheme()
+	metav1.AddMetaToScheme(scheme)
+	client := metadatafake.NewSimpleMetadataClient(scheme, pod("shop", "web-0", u1, "node1"), pod("shop", "web-1", u2, "node2"), mirror)
+	var listOpts, watchOpts []string
 	var mu sync.Mutex
 	watching := make(chan struct{})
 	var once sync.Once
 	client.PrependReactor("list", "pods", func(a clienttesting.Action) (bool, runtime.Object, error) {
+		opts := a.(clienttesting.ListActionImpl).GetListOptions()
 		mu.Lock()
-		listOpts = append(listOpts, a.(clienttesting.ListActionImpl).GetListOptions().FieldSelector)
+		listOpts = append(listOpts, opts.FieldSelector)
 		mu.Unlock()
-		return false, nil, nil
+		obj, err := client.Tracker().List(a.GetResource(), schema.GroupVersionKind{Group: "fake-metadata-client-group", Version: "v1"}, a.GetNamespace(), opts)
+		if err != nil {
+			return true, nil, err
+		}
+		list := obj.(*metav1.List)
+		kept := list.Items[:0]
+		for _, it := range list.Items {
+			if serverSelects(t, opts.FieldSelector, it.Object) {
+				kept = append(kept, it)
+			}
+		}
+		list.Items = kept
+		return true, list, nil
 	})
 	client.PrependWatchReactor("pods", func(a clienttesting.Action) (bool, watch.Interface, error) {
-		w, err := client.Tracker().Watch(a.GetResource(), a.GetNamespace(), a.(clienttesting.WatchActionImpl).ListOptions)
+		opts := a.(clienttesting.WatchActionImpl).ListOptions
+		mu.Lock()
+		watchOpts = append(watchOpts, opts.FieldSelector)
+		mu.Unlock()
+		w, err := client.Tracker().Watch(a.GetResource(), a.GetNamespace(), opts)
+		if err != nil {
+			return true, nil, err
+		}
 		once.Do(func() { close(watching) })
-		return true, w, err
+		return true, watch.Filter(w, func(e watch.Event) (watch.Event, bool) {
+			return e, serverSelects(t, opts.FieldSelector, e.Object)
+		}), nil
 	})
 
 	rec := &logRecorder{}
@@ -131,36 +186,40 @@ func TestResolverFakeClientset(t *testing.T) {
 	if len(listOpts) == 0 || listOpts[0] != "spec.nodeName=node1" {
 		t.Errorf("list field selectors %q, want spec.nodeName=node1", listOpts)
 	}
+	if len(watchOpts) == 0 || watchOpts[0] != "spec.nodeName=node1" {
+		t.Errorf("watch field selectors %q, want spec.nodeName=node1", watchOpts)
+	}
 	mu.Unlock()
-	// The cache holds slim pods.
-	if objs := r.informer.GetStore().List(); len(objs) == 0 {
-		t.Error("empty store")
+	// The cache holds slim metadata.
+	if objs := r.informer.GetStore().List(); len(objs) != 2 {
+		t.Errorf("store holds %d pods, want this node's 2", len(objs))
 	} else {
 		for _, o := range objs {
-			p := o.(*corev1.Pod)
-			if len(p.Spec.Containers) != 0 || len(p.Annotations) > 1 {
+			p := o.(*metav1.PartialObjectMetadata)
+			if len(p.Labels) != 0 || len(p.ManagedFields) != 0 || len(p.Annotations) > 1 {
 				t.Errorf("cached pod not slimmed: %+v", p)
 			}
 		}
 	}
 
-	pods := client.CoreV1().Pods("shop")
+	pods := client.Resource(podsResource).Namespace("shop")
+	fakePods := pods.(metadatafake.MetadataClient)
 	// Add.
-	if _, err := pods.Create(ctx, pod("shop", "api-0", u3, "node1"), metav1.CreateOptions{}); err != nil {
+	if _, err := fakePods.CreateFake(pod("shop", "api-0", u3, "node1"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "added pod", lookupIs(r, u3, "shop", "api-0"))
 	// Update: a pending pod is bound to this node.
 	pending := pod("shop", "batch-0", u4, "")
-	if _, err := pods.Create(ctx, pending, metav1.CreateOptions{}); err != nil {
+	if _, err := fakePods.CreateFake(pending, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(100 * time.Millisecond)
 	if _, _, ok := r.Lookup(u4); ok {
 		t.Error("unscheduled pod attributed")
 	}
-	pending.Spec.NodeName = "node1"
-	if _, err := pods.Update(ctx, pending, metav1.UpdateOptions{}); err != nil {
+	pending.Labels[fakeNodeLabel] = "node1"
+	if _, err := fakePods.UpdateFake(pending, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "pod bound to the node", lookupIs(r, u4, "shop", "batch-0"))
@@ -212,44 +271,92 @@ users:
 	return p
 }
 
+// Media types a metadata client accepts from the API server, for a list
+// and for a watch (and a get).
+const (
+	metaListJSON = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+	metaJSON     = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+)
+
+// accepts reports whether an Accept header lists mediaType.
+func accepts(header, mediaType string) bool {
+	for _, m := range strings.Split(header, ",") {
+		if strings.TrimSpace(m) == mediaType {
+			return true
+		}
+	}
+	return false
+}
+
 // TestResolverHTTPAPI runs the Resolver against an httptest API server
-// (TLS, bearer token) through a kubeconfig. The server speaks both ways
-// client-go may start an informer: a streaming watch list
-// (sendInitialEvents, ended by a bookmark) and a list then a watch. The
-// requests must be node-scoped and authenticated, and the pods found.
+// (TLS, bearer token) through a kubeconfig. The server answers only
+// metadata (PartialObjectMetadataList and PartialObjectMetadata in JSON,
+// as a real API server does for such an Accept header) and refuses
+// anything else with 406. It speaks both ways client-go may start an
+// informer: a streaming watch list (sendInitialEvents, ended by a
+// bookmark) and, where the server refuses that as an older one does, a
+// list then a watch. The requests must be node-scoped, authenticated and
+// ask for metadata, and the pods found.
 func TestResolverHTTPAPI(t *testing.T) {
-	const u = "66666666-6666-6666-6666-666666666666"
+	t.Run("watch list", func(t *testing.T) { testResolverHTTPAPI(t, true) })
+	t.Run("list then watch", func(t *testing.T) { testResolverHTTPAPI(t, false) })
+}
+
+func testResolverHTTPAPI(t *testing.T, watchList bool) {
+	const u, mirrorUID = "66666666-6666-6666-6666-666666666666", "77777777-7777-7777-7777-777777777777"
 	var mu sync.Mutex
 	var reqs []string
 	stop := make(chan struct{})
-	item := pod("web", "frontend-7d9", u, "node-a")
-	item.TypeMeta = metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"}
-	item.ResourceVersion = "10"
+	partial := metav1.TypeMeta{Kind: "PartialObjectMetadata", APIVersion: "meta.k8s.io/v1"}
+	items := []metav1.PartialObjectMetadata{
+		{TypeMeta: partial, ObjectMeta: metav1.ObjectMeta{Namespace: "web", Name: "frontend-7d9", UID: u, ResourceVersion: "9"}},
+		{TypeMeta: partial, ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "etcd-node-a", UID: mirrorUID, ResourceVersion: "10",
+			Annotations: map[string]string{mirrorAnnotation: hash, "kubernetes.io/config.source": "file"}}},
+	}
 	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		accept := req.Header.Get("Accept")
 		mu.Lock()
-		reqs = append(reqs, req.Method+" "+req.URL.Path+"?"+req.URL.RawQuery+" auth="+req.Header.Get("Authorization"))
+		reqs = append(reqs, req.Method+" "+req.URL.Path+"?"+req.URL.RawQuery+" auth="+req.Header.Get("Authorization")+" accept="+accept)
 		mu.Unlock()
 		if req.URL.Path != "/api/v1/pods" {
 			http.NotFound(w, req)
 			return
 		}
-		w.Header().Set("Content-Type", "application/json")
 		q := req.URL.Query()
 		if q.Get("watch") != "true" {
-			json.NewEncoder(w).Encode(corev1.PodList{
-				TypeMeta: metav1.TypeMeta{Kind: "PodList", APIVersion: "v1"},
+			if !accepts(accept, metaListJSON) {
+				http.Error(w, "only metadata here", http.StatusNotAcceptable)
+				return
+			}
+			w.Header().Set("Content-Type", metaListJSON)
+			json.NewEncoder(w).Encode(metav1.PartialObjectMetadataList{
+				TypeMeta: metav1.TypeMeta{Kind: "PartialObjectMetadataList", APIVersion: "meta.k8s.io/v1"},
 				ListMeta: metav1.ListMeta{ResourceVersion: "10"},
-				Items:    []corev1.Pod{*item},
+				Items:    items,
 			})
 			return
 		}
+		if !accepts(accept, metaJSON) {
+			http.Error(w, "only metadata here", http.StatusNotAcceptable)
+			return
+		}
+		if q.Get("sendInitialEvents") == "true" && !watchList {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			json.NewEncoder(w).Encode(metav1.Status{TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+				Status: metav1.StatusFailure, Reason: metav1.StatusReasonBadRequest, Code: http.StatusBadRequest,
+				Message: "sendInitialEvents is not supported here"})
+			return
+		}
+		w.Header().Set("Content-Type", metaJSON)
 		w.WriteHeader(http.StatusOK)
 		enc := json.NewEncoder(w)
 		if q.Get("sendInitialEvents") == "true" {
-			enc.Encode(map[string]any{"type": "ADDED", "object": item})
-			enc.Encode(map[string]any{"type": "BOOKMARK", "object": map[string]any{
-				"kind": "Pod", "apiVersion": "v1",
-				"metadata": map[string]any{"resourceVersion": "10", "annotations": map[string]string{metav1.InitialEventsAnnotationKey: "true"}},
+			for i := range items {
+				enc.Encode(map[string]any{"type": "ADDED", "object": &items[i]})
+			}
+			enc.Encode(map[string]any{"type": "BOOKMARK", "object": metav1.PartialObjectMetadata{TypeMeta: partial,
+				ObjectMeta: metav1.ObjectMeta{ResourceVersion: "10", Annotations: map[string]string{metav1.InitialEventsAnnotationKey: "true"}},
 			}})
 		}
 		w.(http.Flusher).Flush()
@@ -273,6 +380,9 @@ func TestResolverHTTPAPI(t *testing.T) {
 	if ns, name, ok := r.Lookup(u); !ok || ns != "web" || name != "frontend-7d9" {
 		t.Errorf("lookup: %q %q %v", ns, name, ok)
 	}
+	if ns, name, ok := r.Lookup(hash); !ok || ns != "kube-system" || name != "etcd-node-a" {
+		t.Errorf("static pod by its cgroup UID: %q %q %v", ns, name, ok)
+	}
 	cancel()
 	r.Shutdown()
 	mu.Lock()
@@ -280,10 +390,16 @@ func TestResolverHTTPAPI(t *testing.T) {
 	if len(reqs) == 0 {
 		t.Fatal("no requests")
 	}
+	listed := false
 	for _, q := range reqs {
-		if !strings.Contains(q, "fieldSelector=spec.nodeName%3Dnode-a") || !strings.Contains(q, "auth=Bearer test-token") {
-			t.Errorf("request %q: want the node field selector and the token", q)
+		listed = listed || !strings.Contains(q, "watch=true")
+		if !strings.Contains(q, "fieldSelector=spec.nodeName%3Dnode-a") || !strings.Contains(q, "auth=Bearer test-token") ||
+			!strings.Contains(q, "as=PartialObjectMetadata") {
+			t.Errorf("request %q: want the node field selector, the token and metadata only", q)
 		}
+	}
+	if listed == watchList {
+		t.Errorf("watch list served %v, but a plain list was asked: %v", watchList, listed)
 	}
 	t.Logf("requests: %q", reqs)
 	if got := rec.records(); len(got) > 0 {
