@@ -662,7 +662,7 @@ func checkDefaults(t *testing.T, r *rendered, _ map[string]any) {
 	if pod.Affinity != nil || pod.PriorityClassName != "" || len(pod.ImagePullSecrets) != 0 {
 		t.Errorf("affinity %+v priorityClassName %q imagePullSecrets %v, want none", pod.Affinity, pod.PriorityClassName, pod.ImagePullSecrets)
 	}
-	wantRes := map[string]string{"requests.cpu": "50m", "requests.memory": "32Mi", "limits.memory": "64Mi"}
+	wantRes := map[string]string{"requests.cpu": "60m", "requests.memory": "40Mi", "limits.memory": "128Mi"}
 	if d := cmp.Diff(wantRes, resourceStrings(c.Resources)); d != "" {
 		t.Errorf("resources (-want +got):\n%s", d)
 	}
