@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tcpstate/tcpstate-exporter/collector/detect"
+	"github.com/tcpstate/tcpstate-exporter/diag"
 	"github.com/tcpstate/tcpstate-exporter/diag/procnet"
 )
 
@@ -302,9 +303,8 @@ func (e *Exporter) collectOther(ch chan<- prometheus.Metric, views []*View) {
 		untracked           uint64
 		cw                  = detect.CloseWaitGroup{Port: "other", Command: "other"}
 		cwGroups            int
-		lsums               [2]Listener
-		lpresent, dpresent  [2]bool
-		dests               [2]detect.Destination
+		lsums               familySums[Listener]
+		dests               familySums[detect.Destination]
 		nListeners, nDests  int
 	)
 	for _, v := range views {
@@ -332,29 +332,15 @@ func (e *Exporter) collectOther(ch chan<- prometheus.Metric, views []*View) {
 			}
 		}
 		for _, l := range v.Listeners {
-			i := familyIndex(l.Family)
-			lpresent[i] = true
-			s := &lsums[i]
-			s.Family = l.Family
-			s.Sockets += l.Sockets
-			s.QueueLen += l.QueueLen
-			s.QueueLimit += l.QueueLimit
-			s.SynRecv += l.SynRecv
+			addListener(lsums.of(l.Family), l)
 		}
 		nListeners += len(v.Listeners)
 		if smp := v.Full; smp != nil {
-			add := func(d detect.Destination) {
-				i := familyIndex(d.Family)
-				dpresent[i] = true
-				dests[i].Family = d.Family
-				dests[i].Used += d.Used
-				dests[i].TimeWait += d.TimeWait
-			}
 			for _, d := range smp.Destinations {
-				add(d)
+				addDestination(dests.of(d.Family), d)
 			}
 			for _, d := range smp.DestinationsOther {
-				add(d)
+				addDestination(dests.of(d.Family), d)
 			}
 			nDests += len(smp.Destinations) + smp.DestinationsFolded
 		}
@@ -377,10 +363,7 @@ func (e *Exporter) collectOther(ch chan<- prometheus.Metric, views []*View) {
 			gauge(e.socketsMax, float64(maxima.Get(f, st)), fn, st.String())
 		}
 	}
-	for i, l := range lsums {
-		if !lpresent[i] {
-			continue
-		}
+	for _, l := range lsums.list() {
 		fn := l.Family.String()
 		gauge(e.lQueue, float64(l.QueueLen), fn, "other", "other")
 		gauge(e.lLimit, float64(l.QueueLimit), fn, "other", "other")
@@ -388,10 +371,7 @@ func (e *Exporter) collectOther(ch chan<- prometheus.Metric, views []*View) {
 		gauge(e.lSockets, float64(l.Sockets), fn, "other", "other")
 	}
 	gauge(e.folded, float64(nListeners), "listeners")
-	for i, d := range dests {
-		if !dpresent[i] {
-			continue
-		}
+	for _, d := range dests.list() {
 		l := []string{d.Family.String(), "other", "other", "other"}
 		gauge(e.destUsed, float64(d.Used), l...)
 		gauge(e.destTW, float64(d.TimeWait), l...)
@@ -517,32 +497,19 @@ func foldDestinations(smp *Sample, limit int) (kept, other []detect.Destination,
 		return nil, nil, 0
 	}
 	ds := smp.Destinations
-	var sums [2]detect.Destination
-	var present [2]bool
-	add := func(d detect.Destination) {
-		i := familyIndex(d.Family)
-		present[i] = true
-		sums[i].Family = d.Family
-		sums[i].Used += d.Used
-		sums[i].TimeWait += d.TimeWait
-	}
+	var sums familySums[detect.Destination]
 	for _, d := range smp.DestinationsOther {
-		add(d)
+		addDestination(sums.of(d.Family), d)
 	}
 	folded = smp.DestinationsFolded
 	if len(ds) > limit {
 		for _, d := range ds[limit:] {
-			add(d)
+			addDestination(sums.of(d.Family), d)
 		}
 		folded += len(ds) - limit
 		ds = ds[:limit]
 	}
-	for i := range sums {
-		if present[i] {
-			other = append(other, sums[i])
-		}
-	}
-	return ds, other, folded
+	return ds, sums.list(), folded
 }
 
 // foldListeners keeps the max listeners that matter most (fullest accept
@@ -563,23 +530,50 @@ func foldListeners(ls []Listener, limit int) (kept, other []Listener, folded int
 		return compareKeys(x.ListenerKey, y.ListenerKey)
 	})
 	kept = sorted[:limit]
-	var sums [2]Listener
-	var present [2]bool
+	var sums familySums[Listener]
 	for _, l := range sorted[limit:] {
-		i := familyIndex(l.Family)
-		present[i] = true
-		s := &sums[i]
-		s.Family = l.Family
-		s.Sockets += l.Sockets
-		s.QueueLen += l.QueueLen
-		s.QueueLimit += l.QueueLimit
-		s.SynRecv += l.SynRecv
+		addListener(sums.of(l.Family), l)
 	}
-	for i := range sums {
-		if present[i] {
-			other = append(other, sums[i])
+	return kept, sums.list(), len(ls) - limit
+}
+
+// familySums holds one "other" entry per address family: the sum of the
+// entries folded into it.
+type familySums[T any] struct {
+	sums    [2]T
+	present [2]bool
+}
+
+// of returns the entry of family f, marking it present.
+func (p *familySums[T]) of(f diag.Family) *T {
+	i := familyIndex(f)
+	p.present[i] = true
+	return &p.sums[i]
+}
+
+// list returns the present entries, IPv4 first.
+func (p *familySums[T]) list() []T {
+	var out []T
+	for i := range p.sums {
+		if p.present[i] {
+			out = append(out, p.sums[i])
 		}
 	}
+	return out
+}
 
-	return kept, other, len(ls) - limit
+// addListener adds l's queues and counts into sum.
+func addListener(sum *Listener, l Listener) {
+	sum.Family = l.Family
+	sum.Sockets += l.Sockets
+	sum.QueueLen += l.QueueLen
+	sum.QueueLimit += l.QueueLimit
+	sum.SynRecv += l.SynRecv
+}
+
+// addDestination adds d's ports into sum.
+func addDestination(sum *detect.Destination, d detect.Destination) {
+	sum.Family = d.Family
+	sum.Used += d.Used
+	sum.TimeWait += d.TimeWait
 }
