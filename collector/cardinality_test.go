@@ -69,12 +69,7 @@ func cachedKernel(socks []diag.Socket) func() (*diag.Conn, error) {
 	var mu sync.Mutex
 	cache := map[[2]uint32][][]byte{}
 	reply := func(r diagtest.Request) [][]byte {
-		var mask diag.StateMask
-		if r.Type == diag.MsgTypeTCPDiagLegacy {
-			mask = diag.StateMask(uint32(r.Payload[52]) | uint32(r.Payload[53])<<8)
-		} else {
-			mask = diag.StateMask(uint32(r.Payload[4]) | uint32(r.Payload[5])<<8)
-		}
+		mask := r.States()
 		mu.Lock()
 		defer mu.Unlock()
 		k := [2]uint32{uint32(r.Type), uint32(mask)}

@@ -22,29 +22,7 @@ var (
 )
 
 // fakeKernel answers every dump with the sockets of the requested states.
-func fakeKernel(socks []diag.Socket) func() (*diag.Conn, error) {
-	return func() (*diag.Conn, error) {
-		return diag.NewConn(&diagtest.Transport{Handler: func(r diagtest.Request) ([][]byte, error) {
-			var mask diag.StateMask
-			if r.Type == diag.MsgTypeTCPDiagLegacy {
-				mask = diag.StateMask(uint32(r.Payload[52]) | uint32(r.Payload[53])<<8)
-			} else {
-				mask = diag.StateMask(uint32(r.Payload[4]) | uint32(r.Payload[5])<<8)
-			}
-			var sel []diag.Socket
-			for _, s := range socks {
-				st := s.State
-				if st == diag.NewSynRecv {
-					st = diag.SynRecv
-				}
-				if mask.Has(st) {
-					sel = append(sel, s)
-				}
-			}
-			return diagtest.Reply(r, 7, sel), nil
-		}}), nil
-	}
-}
+var fakeKernel = diagtest.Kernel
 
 func sock(f diag.Family, st diag.State, src netip.Addr, sport uint16, dst netip.Addr, dport uint16) diag.Socket {
 	return diag.Socket{Family: f, State: st, Src: src, SrcPort: sport, Dst: dst, DstPort: dport}

@@ -25,25 +25,7 @@ import (
 )
 
 // fakeDial answers every dump with the sockets of the requested states.
-func fakeDial(socks []diag.Socket) func() (*diag.Conn, error) {
-	return func() (*diag.Conn, error) {
-		return diag.NewConn(&diagtest.Transport{Handler: func(r diagtest.Request) ([][]byte, error) {
-			var mask diag.StateMask
-			if r.Type == diag.MsgTypeTCPDiagLegacy {
-				mask = diag.StateMask(uint32(r.Payload[52]) | uint32(r.Payload[53])<<8)
-			} else {
-				mask = diag.StateMask(uint32(r.Payload[4]) | uint32(r.Payload[5])<<8)
-			}
-			var sel []diag.Socket
-			for _, s := range socks {
-				if mask.Has(s.State) {
-					sel = append(sel, s)
-				}
-			}
-			return diagtest.Reply(r, 7, sel), nil
-		}}), nil
-	}
-}
+var fakeDial = diagtest.Kernel
 
 // fakeSockets returns l listeners and e established sockets over IPv4.
 func fakeSockets(l, e int) []diag.Socket {
