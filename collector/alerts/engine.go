@@ -125,6 +125,9 @@ type Engine struct {
 
 	mu      sync.Mutex
 	targets map[string]*targetState
+	// gen counts the changes to the alerts: every change (Evaluate, Update,
+	// RemoveTarget) ends with sweepLocked, which increments it.
+	gen uint64
 }
 
 // targetState holds one target's alerts.
@@ -339,6 +342,7 @@ func (e *Engine) updateLocked(now time.Time, t Target, findings []detect.Finding
 // sweepLocked drops expired resolved alerts and empty removed targets,
 // bounds the resolved alerts kept, and returns what needs sending.
 func (e *Engine) sweepLocked(now time.Time) []PostableAlert {
+	e.gen++
 	var resolved []*Alert
 	for tk, ts := range e.targets {
 		for key, a := range ts.alerts {
@@ -407,27 +411,41 @@ func needsSending(a *Alert, now time.Time, resend time.Duration) bool {
 // Alerts returns the pending and firing alerts sorted by alert name and
 // labels. The result is a copy.
 func (e *Engine) Alerts() []Alert {
+	out, _ := e.alerts()
+	return out
+}
+
+// alerts returns what Alerts does and the generation it was taken at.
+func (e *Engine) alerts() ([]Alert, uint64) {
+	type keyed struct {
+		name, key string
+		a         Alert
+	}
 	e.mu.Lock()
-	var out []Alert
+	var all []keyed
 	for _, ts := range e.targets {
-		for _, a := range ts.alerts {
+		for key, a := range ts.alerts {
 			if a.State == StateInactive {
 				continue
 			}
 			c := *a
 			c.Labels = maps.Clone(a.Labels)
 			c.Annotations = maps.Clone(a.Annotations)
-			out = append(out, c)
+			all = append(all, keyed{a.Labels["alertname"], key, c})
 		}
 	}
+	gen := e.gen
 	e.mu.Unlock()
-	slices.SortFunc(out, func(x, y Alert) int {
-		if c := strings.Compare(x.Labels["alertname"], y.Labels["alertname"]); c != 0 {
-			return c
-		}
-		return strings.Compare(labelsKey(x.Labels), labelsKey(y.Labels))
+	// The map keys are the canonical label sets, so sorting by them needs
+	// no key built per comparison.
+	slices.SortFunc(all, func(x, y keyed) int {
+		return cmp.Or(strings.Compare(x.name, y.name), strings.Compare(x.key, y.key))
 	})
-	return out
+	out := make([]Alert, len(all))
+	for i := range all {
+		out[i] = all[i].a
+	}
+	return out, gen
 }
 
 // Dropped returns how many findings of the latest evaluations (summed over

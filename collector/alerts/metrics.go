@@ -3,6 +3,7 @@ package alerts
 import (
 	"maps"
 	"slices"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -20,6 +21,13 @@ const (
 type engineCollector struct {
 	e       *Engine
 	dropped *prometheus.Desc
+
+	// The tcpstate_alert series change only when the engine does: they are
+	// built once per engine generation and sent as they are until the next.
+	mu     sync.Mutex
+	built  bool
+	gen    uint64
+	series []prometheus.Metric
 }
 
 // Collector returns a prometheus.Collector exposing tcpstate_alert (one
@@ -36,7 +44,26 @@ func (c *engineCollector) Describe(chan<- *prometheus.Desc) {}
 // Collect sends one tcpstate_alert series per active alert.
 func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.GaugeValue, float64(c.e.Dropped()))
-	for _, a := range c.e.Alerts() {
+	for _, m := range c.alertSeries() {
+		ch <- m
+	}
+}
+
+// alertSeries returns the tcpstate_alert series of the engine's current
+// generation, building them if it changed since the last call. Const
+// metrics are immutable, so one slice serves concurrent scrapes.
+func (c *engineCollector) alertSeries() []prometheus.Metric {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.e.mu.Lock()
+	gen := c.e.gen
+	c.e.mu.Unlock()
+	if c.built && gen == c.gen {
+		return c.series
+	}
+	active, gen := c.e.alerts()
+	series := make([]prometheus.Metric, 0, len(active))
+	for _, a := range active {
 		labels := maps.Clone(a.Labels)
 		labels["alertstate"] = a.State.String()
 		names := slices.Sorted(maps.Keys(labels))
@@ -49,6 +76,8 @@ func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
 		if err != nil {
 			m = prometheus.NewInvalidMetric(d, err)
 		}
-		ch <- m
+		series = append(series, m)
 	}
+	c.built, c.gen, c.series = true, gen, series
+	return series
 }

@@ -49,3 +49,29 @@ tcpstate_alerts_dropped 0
 		t.Fatal(err)
 	}
 }
+
+// The series are built once per engine change and reused between changes;
+// a change between two scrapes (pending to firing) shows at the next one.
+func TestAlertSeriesFollowEngineChanges(t *testing.T) {
+	e := NewEngine(EngineOptions{})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(e.Collector())
+	f := []detect.Finding{{Alert: "TCPCloseWaitLeak", Severity: detect.Warning, Labels: map[string]string{"port": "8080"}, For: time.Minute}}
+	series := func(state string) string {
+		return `
+# HELP tcpstate_alert 1 for each active alert (alertstate pending or firing), with the alert's labels, like Prometheus's ALERTS series.
+# TYPE tcpstate_alert gauge
+tcpstate_alert{alertname="TCPCloseWaitLeak",alertstate="` + state + `",port="8080",severity="warning"} 1
+`
+	}
+	e.Update(t0, Target{}, f)
+	for range 2 {
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(series("pending")), "tcpstate_alert"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.Update(t0.Add(time.Minute), Target{}, f)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(series("firing")), "tcpstate_alert"); err != nil {
+		t.Fatal(err)
+	}
+}
