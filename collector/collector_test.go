@@ -216,3 +216,54 @@ func TestScheduleHoldsBudget(t *testing.T) {
 		t.Errorf("cheap dumps stretched: %v %v", cheap.rareInterval(), cheap.fullInterval())
 	}
 }
+
+// The series built from a sample are reused until the next sample, which
+// shows at the next scrape; the cache forgets targets that are gone.
+func TestExporterSeriesFollowSamples(t *testing.T) {
+	socks := []diag.Socket{listener(diag.AFInet, v4lo, 8080, 1, 16)}
+	a := NewSampler(Options{Dial: fakeKernel(socks)})
+	b := NewSampler(Options{Dial: fakeKernel([]diag.Socket{listener(diag.AFInet, v4any, 80, 0, 1)})})
+	for _, s := range []*Sampler{a, b} {
+		if _, err := s.Sample(Full); err != nil {
+			t.Fatal(err)
+		}
+	}
+	targets := []Target{{Sampler: a, Labels: []string{"host"}}, {Sampler: b, Labels: []string{"4026532000"}}}
+	e := NewExporter(func() []Target { return targets }, ExporterOptions{TargetLabels: []string{"netns"}})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(e)
+	queue := func(n int) string {
+		return fmt.Sprintf(`
+# HELP tcpstate_listener_accept_queue_length Connections waiting in the accept queue of a listening address, summed over its sockets.
+# TYPE tcpstate_listener_accept_queue_length gauge
+tcpstate_listener_accept_queue_length{address="0.0.0.0",family="ipv4",netns="4026532000",port="80"} 0
+tcpstate_listener_accept_queue_length{address="127.0.0.1",family="ipv4",netns="host",port="8080"} %d
+`, n)
+	}
+	for range 2 {
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(queue(1)), "tcpstate_listener_accept_queue_length"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	socks[0].RQueue = 9
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(queue(1)), "tcpstate_listener_accept_queue_length"); err != nil {
+		t.Fatalf("before the next sample: %v", err)
+	}
+	if _, err := a.Sample(Rare); err != nil {
+		t.Fatal(err)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(queue(9)), "tcpstate_listener_accept_queue_length"); err != nil {
+		t.Fatalf("after a rare sample: %v", err)
+	}
+
+	targets = targets[:1]
+	if _, err := testutil.GatherAndCount(reg); err != nil {
+		t.Fatal(err)
+	}
+	e.cacheMu.Lock()
+	n := len(e.cache)
+	e.cacheMu.Unlock()
+	if n != 1 {
+		t.Errorf("cached targets after one was removed: %d, want 1", n)
+	}
+}

@@ -84,6 +84,11 @@ type Exporter struct {
 	keptMu sync.Mutex
 	kept   map[string]struct{}
 
+	// cache holds, per target key, the series that follow from the
+	// target's latest samples alone (see sampleSeries).
+	cacheMu sync.Mutex
+	cache   map[string]*cachedSeries
+
 	sockets, socketsMax                    *prometheus.Desc
 	lQueue, lLimit, lSynRecv, lSockets     *prometheus.Desc
 	folded                                 *prometheus.Desc
@@ -161,6 +166,7 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 		kernelErrors: d("kernel_read_errors_total", "Failed reads of a kernel file (procfs net file, sysctl, or netns when the namespace could not be entered); the values that depend on it are missing.", "file"),
 		targets:      targets,
 		opts:         opts,
+		cache:        map[string]*cachedSeries{},
 		sockets:      d("sockets", "TCP sockets per address family and state: rare states from the latest dump, established and time_wait from the latest full dump.", "family", "state"),
 		socketsMax:   d("sockets_max", "Maximum of tcpstate_sockets over the trailing sample window (--sample.window).", "family", "state"),
 		lQueue:       d("listener_accept_queue_length", "Connections waiting in the accept queue of a listening address, summed over its sockets.", "family", "address", "port"),
@@ -201,6 +207,7 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 		for _, t := range ts {
 			e.collectTarget(ch, t, t.Sampler.View(now), now)
 		}
+		e.pruneCache(ts, nil)
 		return
 	}
 	views := make([]View, len(ts))
@@ -211,11 +218,60 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 	for _, i := range kept {
 		e.collectTarget(ch, ts[i], views[i], now)
 	}
+	e.pruneCache(ts, kept)
 	fv := make([]*View, len(folded))
 	for j, i := range folded {
 		fv[j] = &views[i]
 	}
 	e.collectOther(ch, fv)
+}
+
+// cachedSeries are the series built from one pair of samples. Samples are
+// immutable once published, and const metrics too, so the entry serves
+// every scrape until the target publishes a new sample.
+type cachedSeries struct {
+	latest, full *Sample
+	series       []prometheus.Metric
+}
+
+// sampleSeries returns the series of a target that depend only on its
+// latest samples (kernel values, CLOSE_WAIT groups, listeners and
+// destinations), built once per new sample rather than on every scrape.
+func (e *Exporter) sampleSeries(t Target, v *View) []prometheus.Metric {
+	key := targetKey(t)
+	e.cacheMu.Lock()
+	c := e.cache[key]
+	e.cacheMu.Unlock()
+	if c != nil && c.latest == v.Latest && c.full == v.Full {
+		return c.series
+	}
+	c = &cachedSeries{latest: v.Latest, full: v.Full, series: e.buildSampleSeries(t.Labels, v)}
+	e.cacheMu.Lock()
+	e.cache[key] = c
+	e.cacheMu.Unlock()
+	return c.series
+}
+
+// pruneCache drops the cached series of targets not reported one by one
+// at this scrape (all of ts when kept is nil).
+func (e *Exporter) pruneCache(ts []Target, kept []int) {
+	live := make(map[string]struct{}, len(ts))
+	if kept == nil {
+		for _, t := range ts {
+			live[targetKey(t)] = struct{}{}
+		}
+	} else {
+		for _, i := range kept {
+			live[targetKey(ts[i])] = struct{}{}
+		}
+	}
+	e.cacheMu.Lock()
+	defer e.cacheMu.Unlock()
+	for k := range e.cache {
+		if _, ok := live[k]; !ok {
+			delete(e.cache, k)
+		}
+	}
 }
 
 // targetKey identifies a target across scrapes by its label values.
@@ -379,6 +435,9 @@ func (e *Exporter) collectOther(ch chan<- prometheus.Metric, views []*View) {
 	gauge(e.folded, float64(nDests), "destinations")
 }
 
+// collectTarget sends one target's series: those that change between
+// samples (dump statistics, sample ages, counts and window maxima) built
+// now, the rest from sampleSeries.
 func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, t Target, v View, now time.Time) {
 	lv := func(l ...string) []string { return append(slices.Clone(t.Labels), l...) }
 	gauge := func(d *prometheus.Desc, val float64, l ...string) {
@@ -396,14 +455,8 @@ func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, t Target, v View, 
 	for _, f := range files {
 		counter(e.kernelErrors, float64(v.KernelErrors[f]), f)
 	}
-	if smp := v.Latest; smp != nil {
-		e.collectKernel(ch, lv, &smp.Kernel)
-		for _, g := range smp.CloseWait {
-			gauge(e.cwSockets, float64(g.Count), g.Port, g.Command)
-			gauge(e.cwOldest, g.Oldest.Seconds(), g.Port, g.Command)
-		}
-		gauge(e.cwUntracked, float64(smp.CloseWaitUntracked))
-		gauge(e.folded, float64(smp.CloseWaitFolded), "closewait")
+	for _, m := range e.sampleSeries(t, &v) {
+		ch <- m
 	}
 	for _, k := range Kinds {
 		ks := v.Stats[k]
@@ -438,6 +491,29 @@ func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, t Target, v View, 
 			gauge(e.socketsMax, float64(v.Max.Get(f, st)), fn, st.String())
 		}
 	}
+}
+
+// buildSampleSeries builds the series of a view that depend only on its
+// Latest and Full samples; listeners and destinations only once a full
+// sample exists.
+func (e *Exporter) buildSampleSeries(labels []string, v *View) []prometheus.Metric {
+	var out []prometheus.Metric
+	lv := func(l ...string) []string { return append(slices.Clone(labels), l...) }
+	gauge := func(d *prometheus.Desc, val float64, l ...string) {
+		out = append(out, prometheus.MustNewConstMetric(d, prometheus.GaugeValue, val, lv(l...)...))
+	}
+	if smp := v.Latest; smp != nil {
+		e.collectKernel(func(m prometheus.Metric) { out = append(out, m) }, lv, &smp.Kernel)
+		for _, g := range smp.CloseWait {
+			gauge(e.cwSockets, float64(g.Count), g.Port, g.Command)
+			gauge(e.cwOldest, g.Oldest.Seconds(), g.Port, g.Command)
+		}
+		gauge(e.cwUntracked, float64(smp.CloseWaitUntracked))
+		gauge(e.folded, float64(smp.CloseWaitFolded), "closewait")
+	}
+	if !v.Ready {
+		return out
+	}
 	kept, other, folded := foldListeners(v.Listeners, e.opts.MaxListeners)
 	emit := func(l Listener, addr, port string) {
 		fn := l.Family.String()
@@ -466,26 +542,27 @@ func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, t Target, v View, 
 		gauge(e.destTW, float64(d.TimeWait), l...)
 	}
 	gauge(e.folded, float64(foldedD), "destinations")
+	return out
 }
 
-// collectKernel sends the kernel counters, orphans and sysctls that could
+// collectKernel emits the kernel counters, orphans and sysctls that could
 // be read.
-func (e *Exporter) collectKernel(ch chan<- prometheus.Metric, lv func(...string) []string, k *Kernel) {
+func (e *Exporter) collectKernel(emit func(prometheus.Metric), lv func(...string) []string, k *Kernel) {
 	for _, n := range e.netstat {
 		if v, ok := k.Counters.Get(n.field); ok {
-			ch <- prometheus.MustNewConstMetric(n.desc, prometheus.CounterValue, float64(v), lv()...)
+			emit(prometheus.MustNewConstMetric(n.desc, prometheus.CounterValue, float64(v), lv()...))
 		}
 	}
 	if v, ok := k.Sockstat.Get(procnet.SockstatTCPOrphan); ok {
-		ch <- prometheus.MustNewConstMetric(e.orphans, prometheus.GaugeValue, float64(v), lv()...)
+		emit(prometheus.MustNewConstMetric(e.orphans, prometheus.GaugeValue, float64(v), lv()...))
 	}
 	for _, s := range procnet.IntSysctls() {
 		if v, ok := k.Sysctls.Int(s); ok {
-			ch <- prometheus.MustNewConstMetric(e.sysctl, prometheus.GaugeValue, float64(v), lv(s.Name())...)
+			emit(prometheus.MustNewConstMetric(e.sysctl, prometheus.GaugeValue, float64(v), lv(s.Name())...))
 		}
 	}
 	if n, ok := k.Sysctls.UsablePorts(); ok {
-		ch <- prometheus.MustNewConstMetric(e.portsUsable, prometheus.GaugeValue, float64(n), lv()...)
+		emit(prometheus.MustNewConstMetric(e.portsUsable, prometheus.GaugeValue, float64(n), lv()...))
 	}
 }
 
