@@ -166,12 +166,13 @@ func (a *agent) ready(now time.Time) (bool, string) {
 
 func (a *agent) handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(a.cfg.telemetryPath, promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{
+	mux.Handle(a.cfg.telemetryPath, withGzip(promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{
 		ErrorLog:            slog.NewLogLogger(a.logger.Handler(), slog.LevelError),
 		ErrorHandling:       promhttp.ContinueOnError,
 		MaxRequestsInFlight: a.cfg.maxRequests,
 		Registry:            a.registry,
-	}))
+		DisableCompression:  true, // withGzip compresses, at a cheaper level
+	})))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("Healthy\n"))
