@@ -131,8 +131,6 @@ type View struct {
 	Stats              [2]KindStats
 	// KernelErrors counts failed reads per kernel file (see KernelFiles).
 	KernelErrors map[string]uint64
-	// Findings are the detectors' findings on the latest sample.
-	Findings []detect.Finding
 	// Ready is true once a full sample exists.
 	Ready bool
 }
@@ -381,7 +379,6 @@ func (s *Sampler) View(now time.Time) View {
 		v.Listeners = latest.Listeners
 	}
 	v.KernelErrors = maps.Clone(s.kernErrs)
-	v.Findings = slices.Clone(s.findings)
 	v.Stats[Full].Planned = s.sch.fullInterval()
 	v.Stats[Rare].Planned = s.sch.rareInterval()
 	return v

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -172,7 +173,7 @@ func (a *agent) handler() http.Handler {
 		MaxRequestsInFlight: a.cfg.maxRequests,
 		Registry:            a.registry,
 		DisableCompression:  true, // withGzip compresses, at a cheaper level
-	})))
+	}), max(2, runtime.GOMAXPROCS(0))))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		_, _ = w.Write([]byte("Healthy\n"))

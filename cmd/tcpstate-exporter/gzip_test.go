@@ -45,7 +45,7 @@ func TestMetricsGzip(t *testing.T) {
 	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tcpstate_test_value", Help: "A value."})
 	g.Set(42)
 	reg.MustRegister(g)
-	h := withGzip(promhttp.HandlerFor(reg, promhttp.HandlerOpts{DisableCompression: true}))
+	h := withGzip(promhttp.HandlerFor(reg, promhttp.HandlerOpts{DisableCompression: true}), 2)
 
 	get := func(accept string) *http.Response {
 		req := httptest.NewRequest(http.MethodGet, "/metrics", nil)
@@ -92,7 +92,7 @@ func TestMetricsGzip(t *testing.T) {
 	block, entered := make(chan struct{}), make(chan struct{})
 	reg2 := prometheus.NewRegistry()
 	reg2.MustRegister(blockingCollector{entered, block})
-	h = withGzip(promhttp.HandlerFor(reg2, promhttp.HandlerOpts{DisableCompression: true, MaxRequestsInFlight: 1}))
+	h = withGzip(promhttp.HandlerFor(reg2, promhttp.HandlerOpts{DisableCompression: true, MaxRequestsInFlight: 1}), 2)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -130,4 +130,59 @@ func (blockingCollector) Describe(chan<- *prometheus.Desc) {}
 func (b blockingCollector) Collect(chan<- prometheus.Metric) {
 	close(b.entered)
 	<-b.block
+}
+
+// With every gzip writer in use, a response goes out uncompressed and
+// whole; the writers are reused afterwards.
+func TestGzipWritersBounded(t *testing.T) {
+	wrote, release := make(chan struct{}), make(chan struct{})
+	h := withGzip(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("first part\n"))
+		if r.URL.Query().Get("hold") != "" {
+			close(wrote)
+			<-release
+		}
+		_, _ = w.Write([]byte("second part\n"))
+	}), 1)
+	get := func(target string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodGet, target, nil)
+		req.Header.Set("Accept-Encoding", "gzip")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	body := func(rec *httptest.ResponseRecorder) string {
+		if rec.Header().Get("Content-Encoding") != "gzip" {
+			return rec.Body.String()
+		}
+		zr, err := gzip.NewReader(rec.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	held := make(chan *httptest.ResponseRecorder)
+	go func() { held <- get("/metrics?hold=1") }()
+	<-wrote
+	second := get("/metrics")
+	close(release)
+	first := <-held
+	if ce := first.Header().Get("Content-Encoding"); ce != "gzip" {
+		t.Errorf("first response: Content-Encoding %q, want gzip", ce)
+	}
+	if ce := second.Header().Get("Content-Encoding"); ce != "" {
+		t.Errorf("response while the only writer was busy: Content-Encoding %q, want none", ce)
+	}
+	for i, rec := range []*httptest.ResponseRecorder{first, second, get("/metrics")} {
+		if got := body(rec); got != "first part\nsecond part\n" {
+			t.Errorf("response %d: body %q", i, got)
+		}
+	}
+	if ce := get("/metrics").Header().Get("Content-Encoding"); ce != "gzip" {
+		t.Errorf("after the busy writer was returned: Content-Encoding %q, want gzip", ce)
+	}
 }
