@@ -237,7 +237,7 @@ func (s *snapshot) write(w io.Writer) error {
 	}
 	fs := slices.Clone(s.Findings)
 	slices.SortStableFunc(fs, func(x, y detect.Finding) int {
-		if c := cmp.Compare(severityOrder(x.Severity), severityOrder(y.Severity)); c != 0 {
+		if c := cmp.Compare(x.Severity.Rank(), y.Severity.Rank()); c != 0 {
 			return c
 		}
 		if c := strings.Compare(x.Alert, y.Alert); c != 0 {
@@ -273,16 +273,6 @@ func (s *snapshot) write(w io.Writer) error {
 		}
 	}
 	return nil
-}
-
-func severityOrder(s detect.Severity) int {
-	switch s {
-	case detect.Critical:
-		return 0
-	case detect.Warning:
-		return 1
-	}
-	return 2
 }
 
 // labelString prints labels as {a="1", b="2"}, sorted.

@@ -256,7 +256,7 @@ func (e *Engine) updateLocked(now time.Time, t Target, findings []detect.Finding
 		order[i] = i
 	}
 	slices.SortStableFunc(order, func(i, j int) int {
-		return cmp.Compare(severityRank(findings[i].Severity), severityRank(findings[j].Severity))
+		return cmp.Compare(findings[i].Severity.Rank(), findings[j].Severity.Rank())
 	})
 	// Existing alerts are updated first and absent ones resolved, so that
 	// the cap counts only what stays active.
@@ -483,16 +483,6 @@ func (e *Engine) annotations(f *detect.Finding) map[string]string {
 	set("description", f.Description)
 	set("runbook_url", e.opts.RunbookBase+f.Alert+".md")
 	return an
-}
-
-func severityRank(s detect.Severity) int {
-	switch s {
-	case detect.Critical:
-		return 0
-	case detect.Warning:
-		return 1
-	}
-	return 2
 }
 
 // alertLabels builds the identity of a finding's alert.

@@ -13,6 +13,18 @@ const (
 	Critical Severity = "critical"
 )
 
+// Rank orders severities, most severe first: 0 for critical, 1 for
+// warning, 2 for anything else.
+func (s Severity) Rank() int {
+	switch s {
+	case Critical:
+		return 0
+	case Warning:
+		return 1
+	}
+	return 2
+}
+
 // Finding is one problem a detector sees now. Detectors are stateless: a
 // finding present in consecutive evaluations is the same alert while its
 // Alert name and Labels stay the same (the alerts engine tracks pending and
