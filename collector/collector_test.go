@@ -267,3 +267,56 @@ tcpstate_listener_accept_queue_length{address="127.0.0.1",family="ipv4",netns="h
 		t.Errorf("cached targets after one was removed: %d, want 1", n)
 	}
 }
+
+// A listener kept at the previous sample keeps its place against one with
+// a slightly longer queue, and gives it up to a clearly longer one.
+func TestListenerFoldingIsStable(t *testing.T) {
+	socks := []diag.Socket{
+		listener(diag.AFInet, v4lo, 8001, 5, 16),
+		listener(diag.AFInet, v4lo, 8002, 4, 16),
+		listener(diag.AFInet, v4lo, 8003, 3, 16),
+	}
+	s := NewSampler(Options{Dial: fakeKernel(socks)})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(NewExporter(func() []Target { return []Target{{Sampler: s}} }, ExporterOptions{MaxListeners: 2}))
+	kept := func() []string {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ports []string
+		for _, mf := range mfs {
+			if mf.GetName() != "tcpstate_listener_accept_queue_length" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "port" && l.GetValue() != "other" {
+						ports = append(ports, l.GetValue())
+					}
+				}
+			}
+		}
+		return ports
+	}
+	for i, step := range []struct {
+		queues [3]uint32
+		want   string
+	}{
+		{[3]uint32{5, 4, 3}, "[8001 8002]"},
+		{[3]uint32{5, 3, 4}, "[8001 8002]"}, // 8002 kept: 3+0+1 ties 4, and 8002 < 8003
+		{[3]uint32{5, 3, 6}, "[8001 8003]"}, // 6 beats 3+0+1
+		{[3]uint32{5, 6, 6}, "[8001 8003]"}, // 8003 kept: 6+1+1 beats 6
+	} {
+		for j, q := range step.queues {
+			socks[j].RQueue = q
+		}
+		if _, err := s.Sample(Full); err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(kept()); got != step.want {
+			t.Errorf("sample %d, queues %v: listeners kept %s, want %s", i+1, step.queues, got, step.want)
+		}
+	}
+}

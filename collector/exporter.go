@@ -232,6 +232,9 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 type cachedSeries struct {
 	latest, full *Sample
 	series       []prometheus.Metric
+	// keptListeners are the listeners reported one by one when some were
+	// folded (nil otherwise), for the next fold's ranking.
+	keptListeners map[ListenerKey]struct{}
 }
 
 // sampleSeries returns the series of a target that depend only on its
@@ -245,7 +248,12 @@ func (e *Exporter) sampleSeries(t Target, v *View) []prometheus.Metric {
 	if c != nil && c.latest == v.Latest && c.full == v.Full {
 		return c.series
 	}
-	c = &cachedSeries{latest: v.Latest, full: v.Full, series: e.buildSampleSeries(t.Labels, v)}
+	var prev map[ListenerKey]struct{}
+	if c != nil {
+		prev = c.keptListeners
+	}
+	c = &cachedSeries{latest: v.Latest, full: v.Full}
+	c.series, c.keptListeners = e.buildSampleSeries(t.Labels, v, prev)
 	e.cacheMu.Lock()
 	e.cache[key] = c
 	e.cacheMu.Unlock()
@@ -495,9 +503,9 @@ func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, t Target, v View, 
 
 // buildSampleSeries builds the series of a view that depend only on its
 // Latest and Full samples; listeners and destinations only once a full
-// sample exists.
-func (e *Exporter) buildSampleSeries(labels []string, v *View) []prometheus.Metric {
-	var out []prometheus.Metric
+// sample exists. prev and kept are the listeners reported one by one at the
+// previous build and at this one, when some were folded.
+func (e *Exporter) buildSampleSeries(labels []string, v *View, prev map[ListenerKey]struct{}) (out []prometheus.Metric, kept map[ListenerKey]struct{}) {
 	lv := func(l ...string) []string { return append(slices.Clone(labels), l...) }
 	gauge := func(d *prometheus.Desc, val float64, l ...string) {
 		out = append(out, prometheus.MustNewConstMetric(d, prometheus.GaugeValue, val, lv(l...)...))
@@ -512,9 +520,15 @@ func (e *Exporter) buildSampleSeries(labels []string, v *View) []prometheus.Metr
 		gauge(e.folded, float64(smp.CloseWaitFolded), "closewait")
 	}
 	if !v.Ready {
-		return out
+		return out, prev
 	}
-	kept, other, folded := foldListeners(v.Listeners, e.opts.MaxListeners)
+	keptL, other, folded := foldListeners(v.Listeners, e.opts.MaxListeners, prev)
+	if folded > 0 {
+		kept = make(map[ListenerKey]struct{}, len(keptL))
+		for _, l := range keptL {
+			kept[l.ListenerKey] = struct{}{}
+		}
+	}
 	emit := func(l Listener, addr, port string) {
 		fn := l.Family.String()
 		gauge(e.lQueue, float64(l.QueueLen), fn, addr, port)
@@ -522,7 +536,7 @@ func (e *Exporter) buildSampleSeries(labels []string, v *View) []prometheus.Metr
 		gauge(e.lSynRecv, float64(l.SynRecv), fn, addr, port)
 		gauge(e.lSockets, float64(l.Sockets), fn, addr, port)
 	}
-	for _, l := range kept {
+	for _, l := range keptL {
 		emit(l, l.Addr.String(), strconv.Itoa(int(l.Port)))
 	}
 	for _, l := range other {
@@ -542,7 +556,7 @@ func (e *Exporter) buildSampleSeries(labels []string, v *View) []prometheus.Metr
 		gauge(e.destTW, float64(d.TimeWait), l...)
 	}
 	gauge(e.folded, float64(foldedD), "destinations")
-	return out
+	return out, kept
 }
 
 // collectKernel emits the kernel counters, orphans and sysctls that could
@@ -589,16 +603,26 @@ func foldDestinations(smp *Sample, limit int) (kept, other []detect.Destination,
 	return ds, sums.list(), folded
 }
 
-// foldListeners keeps the max listeners that matter most (fullest accept
-// queue, then most SYN_RECV, then lowest port) and sums the rest into one
-// "other" entry per family.
-func foldListeners(ls []Listener, limit int) (kept, other []Listener, folded int) {
+// foldListeners keeps the limit listeners that matter most and sums the
+// rest into one "other" entry per family. Listeners rank by accept-queue
+// length, then SYN_RECV count, then address and port; a listener in prev
+// (kept at the previous sample) ranks with its queue plus a quarter plus
+// one, so that listeners of about equal queues do not swap places from one
+// sample to the next.
+func foldListeners(ls []Listener, limit int, prev map[ListenerKey]struct{}) (kept, other []Listener, folded int) {
 	if len(ls) <= limit {
 		return ls, nil, 0
 	}
+	score := func(l Listener) uint64 {
+		q := uint64(l.QueueLen)
+		if _, ok := prev[l.ListenerKey]; ok {
+			q += q/4 + 1
+		}
+		return q
+	}
 	sorted := slices.Clone(ls)
 	slices.SortStableFunc(sorted, func(x, y Listener) int {
-		if c := cmp.Compare(y.QueueLen, x.QueueLen); c != 0 {
+		if c := cmp.Compare(score(y), score(x)); c != 0 {
 			return c
 		}
 		if c := cmp.Compare(y.SynRecv, x.SynRecv); c != 0 {
