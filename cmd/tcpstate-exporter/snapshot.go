@@ -20,6 +20,7 @@ import (
 
 	"github.com/tcpstate/tcpstate-exporter/collector"
 	"github.com/tcpstate/tcpstate-exporter/collector/detect"
+	"github.com/tcpstate/tcpstate-exporter/collector/netns"
 	"github.com/tcpstate/tcpstate-exporter/diag"
 )
 
@@ -30,7 +31,7 @@ type snapshotConfig struct {
 
 // addSnapshotCommand declares the snapshot subcommand and its flags.
 func addSnapshotCommand(app *kingpin.Application, c *snapshotConfig) {
-	cmd := app.Command("snapshot", "Sample this node's namespace twice (--snapshot.wait apart), print the socket states, the listeners at risk and the active findings, and exit.")
+	cmd := app.Command("snapshot", "Sample this process's network namespace (with --netns=all: every namespace on the node) twice, --snapshot.wait apart, print the socket states, the listeners at risk and the active findings, and exit.")
 	cmd.Flag("snapshot.wait", "Time between the full dump and the second (rare) dump, so that rates and detectors have two points; 0 takes one dump.").Default("1s").DurationVar(&c.wait)
 }
 
@@ -42,39 +43,125 @@ func (c *snapshotConfig) validate() error {
 }
 
 // runSnapshot is the snapshot subcommand: exit 0 after printing, 1 with one
-// line on stderr when the kernel could not be read.
+// line on stderr for each namespace whose kernel state could not be read.
 func runSnapshot(cfg *config, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return snapshotMain(ctx, snapshotOptions{
+	opts := snapshotOptions{
 		Method:   cfg.diagMethod(),
 		Wait:     cfg.snapshot.wait,
 		Detect:   cfg.detect.cfg,
 		Findings: findingsFor,
-	}, stdout, stderr)
+	}
+	if cfg.netns == "all" {
+		opts.ProcRoot = cfg.procRoot
+		opts.AllNamespaces = true
+	}
+	return snapshotMain(ctx, opts, stdout, stderr)
 }
 
-// snapshotMain takes and prints a snapshot and returns the exit code.
+// snapshotMain takes and prints the snapshots and returns the exit code.
 func snapshotMain(ctx context.Context, opts snapshotOptions, stdout, stderr io.Writer) int {
-	snap, err := takeSnapshot(ctx, opts)
-	if err != nil {
-		fmt.Fprintf(stderr, "tcpstate-exporter: snapshot: %v\n", err)
-		return 1
+	targets := []snapshotTarget{{Dial: opts.Dial}}
+	if opts.AllNamespaces {
+		var err error
+		targets, err = namespaceTargets(opts.ProcRoot, opts.RunDirs, stderr)
+		if err != nil {
+			fmt.Fprintf(stderr, "tcpstate-exporter: snapshot: %v\n", err)
+			return 1
+		}
+		defer func() {
+			for _, t := range targets {
+				t.close()
+			}
+		}()
 	}
-	if host, err := os.Hostname(); err == nil {
+	snaps, errs := takeSnapshots(ctx, opts, targets)
+	host, _ := os.Hostname()
+	code := 0
+	for i, snap := range snaps {
+		if errs[i] != nil {
+			fmt.Fprintf(stderr, "tcpstate-exporter: snapshot: %s%v\n", targets[i].prefix(), errs[i])
+			code = 1
+			continue
+		}
 		snap.Host = host
+		if i > 0 {
+			fmt.Fprintln(stdout)
+		}
+		if err := snap.write(stdout); err != nil {
+			fmt.Fprintf(stderr, "tcpstate-exporter: snapshot: writing: %v\n", err)
+			return 1
+		}
 	}
-	if err := snap.write(stdout); err != nil {
-		fmt.Fprintf(stderr, "tcpstate-exporter: snapshot: writing: %v\n", err)
-		return 1
-	}
-	return 0
+	return code
 }
 
-// snapshotOptions configure takeSnapshot.
+// snapshotTarget is one network namespace to snapshot.
+type snapshotTarget struct {
+	// Dial opens sock_diag in the namespace; nil: the caller's.
+	Dial func() (*diag.Conn, error)
+	// InNetns runs a function inside the namespace (kernel counters and
+	// sysctls); nil: the caller's.
+	InNetns func(func() error) error
+	// Namespace describes it with --netns=all, "" otherwise.
+	Namespace string
+	close     func()
+}
+
+func (t snapshotTarget) prefix() string {
+	if t.Namespace == "" {
+		return ""
+	}
+	return "network namespace " + t.Namespace + ": "
+}
+
+// namespaceTargets opens every network namespace on the node. One that
+// cannot be opened is skipped with one line on stderr.
+func namespaceTargets(procRoot string, runDirs []string, stderr io.Writer) ([]snapshotTarget, error) {
+	if runDirs == nil {
+		runDirs = netns.DefaultRunDirs
+	}
+	found, _, err := netns.Discover(procRoot, runDirs)
+	if err != nil {
+		return nil, err
+	}
+	var out []snapshotTarget
+	for _, ns := range found {
+		h, err := netns.Open(ns, procRoot)
+		if err != nil {
+			fmt.Fprintf(stderr, "tcpstate-exporter: snapshot: network namespace %s skipped: %v\n", describeNamespace(ns), err)
+			continue
+		}
+		out = append(out, snapshotTarget{Dial: h.Dial, InNetns: h.Do, Namespace: describeNamespace(ns), close: func() { h.Close() }})
+	}
+	return out, nil
+}
+
+// describeNamespace names a namespace for people: its netns label, then
+// its bind mount or a process in it.
+func describeNamespace(ns netns.Namespace) string {
+	d := ns.Label()
+	switch {
+	case ns.Path != "":
+		d += " (" + ns.Path + ")"
+	case ns.PID > 0:
+		d += " (pid " + strconv.Itoa(ns.PID) + ")"
+	}
+	return d
+}
+
+// snapshotOptions configure snapshotMain and takeSnapshots.
 type snapshotOptions struct {
 	// Dial opens sock_diag in the namespace to read; nil: the caller's.
-	Dial   func() (*diag.Conn, error)
+	// Ignored with AllNamespaces.
+	Dial func() (*diag.Conn, error)
+	// AllNamespaces snapshots every network namespace found under ProcRoot
+	// and in RunDirs (nil: netns.DefaultRunDirs).
+	AllNamespaces bool
+	ProcRoot      string
+	RunDirs       []string
+
 	Method diag.Method
 	// Wait separates the full dump from the rare one; 0 skips the second.
 	Wait time.Duration
@@ -88,62 +175,83 @@ type snapshotOptions struct {
 
 // snapshot is what the snapshot subcommand prints.
 type snapshot struct {
-	Host     string
-	Time     time.Time
-	Dumps    int
-	Sockets  int // in the full dump
-	Counts   collector.Counts
-	Listener []collector.Listener // every listener of the latest dump
+	Host string
+	// Namespace describes the network namespace with --netns=all.
+	Namespace string
+	Time      time.Time
+	Dumps     int
+	Sockets   int // in the full dump
+	Counts    collector.Counts
+	Listener  []collector.Listener // every listener of the latest dump
 	// Findings are nil with FindingsOK false when no detector is wired.
 	Findings   []detect.Finding
 	FindingsOK bool
 }
 
-// takeSnapshot samples once fully, then (after opts.Wait) once more for the
-// rare states, and runs the detectors over the result.
-func takeSnapshot(ctx context.Context, opts snapshotOptions) (*snapshot, error) {
+// takeSnapshots samples every target once fully, then (after opts.Wait,
+// waited once for all) once more for the rare states, and runs the
+// detectors over the result. errs[i] is set where target i failed.
+func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshotTarget) (snaps []*snapshot, errs []error) {
 	interval := max(opts.Wait, 10*time.Millisecond)
-	s := collector.NewSampler(collector.Options{
-		Interval: interval,
-		Window:   interval,
-		Method:   opts.Method,
-		Dial:     opts.Dial,
-		Detect:   opts.Detect,
-		Logger:   slog.New(slog.DiscardHandler),
-	})
-	defer s.Close()
-	full, err := s.Sample(collector.Full)
-	if err != nil {
-		return nil, err
+	snaps, errs = make([]*snapshot, len(targets)), make([]error, len(targets))
+	samplers := make([]*collector.Sampler, len(targets))
+	for i, t := range targets {
+		s := collector.NewSampler(collector.Options{
+			Interval: interval,
+			Window:   interval,
+			Method:   opts.Method,
+			Dial:     t.Dial,
+			InNetns:  t.InNetns,
+			Detect:   opts.Detect,
+			Logger:   slog.New(slog.DiscardHandler),
+		})
+		defer s.Close()
+		samplers[i] = s
+		full, err := s.Sample(collector.Full)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		snaps[i] = &snapshot{Namespace: t.Namespace, Dumps: 1, Sockets: full.Dump.Sockets}
 	}
-	dumps := 1
 	if opts.Wait > 0 {
 		t := time.NewTimer(opts.Wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, fmt.Errorf("interrupted: %w", ctx.Err())
+			for i := range errs {
+				if errs[i] == nil {
+					errs[i] = fmt.Errorf("interrupted: %w", ctx.Err())
+				}
+			}
+			return snaps, errs
 		case <-t.C:
 		}
-		if _, err := s.Sample(collector.Rare); err != nil {
-			return nil, err
+		for i, s := range samplers {
+			if errs[i] != nil {
+				continue
+			}
+			if _, err := s.Sample(collector.Rare); err != nil {
+				errs[i] = err
+				continue
+			}
+			snaps[i].Dumps++
 		}
-		dumps++
 	}
 	now := time.Now()
-	v := s.View(now)
-	snap := &snapshot{
-		Time:     now,
-		Dumps:    dumps,
-		Sockets:  full.Dump.Sockets,
-		Counts:   v.Counts,
-		Listener: v.Listeners,
+	for i, s := range samplers {
+		if errs[i] != nil {
+			continue
+		}
+		v := s.View(now)
+		snap := snaps[i]
+		snap.Time, snap.Counts, snap.Listener = now, v.Counts, v.Listeners
+		if opts.Findings != nil {
+			snap.Findings = opts.Findings(collector.Target{Sampler: s})
+			snap.FindingsOK = true
+		}
 	}
-	if opts.Findings != nil {
-		snap.Findings = opts.Findings(collector.Target{Sampler: s})
-		snap.FindingsOK = true
-	}
-	return snap, nil
+	return snaps, errs
 }
 
 // maxRiskListeners is how many listeners at risk the snapshot prints.
@@ -194,8 +302,12 @@ func (s *snapshot) write(w io.Writer) error {
 	if s.Dumps > 1 {
 		dumps = "a full dump and a rare-state dump after it"
 	}
+	where := host
+	if s.Namespace != "" {
+		where += ", network namespace " + s.Namespace
+	}
 	fmt.Fprintf(w, "TCP sockets on %s at %s (%s; %d sockets in the full dump)\n\n",
-		host, s.Time.UTC().Format(time.RFC3339), dumps, s.Sockets)
+		where, s.Time.UTC().Format(time.RFC3339), dumps, s.Sockets)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "STATE\tIPV4\tIPV6\tTOTAL")

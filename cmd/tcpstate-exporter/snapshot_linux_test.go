@@ -209,3 +209,51 @@ func TestSnapshotKernelErrorExitsOne(t *testing.T) {
 		t.Errorf("stderr %q: want one line naming sock_diag", msg)
 	}
 }
+
+// TestSnapshotAllNamespaces snapshots every namespace on the machine and
+// finds two of its own, each with its own exact counts, in sections of
+// their own.
+func TestSnapshotAllNamespaces(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	counts := map[*fixture.Netns]int{}
+	for _, n := range []int{3, 5} {
+		ns := fixture.NewNetnsPrefix(t, "tssa-")
+		s, err := ns.Established(ctx, fixture.IPv4, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		counts[ns] = s.ExpectedIn(ns)[fixture.Established]
+	}
+
+	var stdout, stderr bytes.Buffer
+	code := snapshotMain(ctx, snapshotOptions{AllNamespaces: true, ProcRoot: "/proc", Wait: 100 * time.Millisecond}, &stdout, &stderr)
+	out := stdout.String()
+	if code != 0 {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr.String())
+	}
+	sections := strings.Split(out, "TCP sockets on ")
+	if !strings.Contains(sections[1], "network namespace host") {
+		t.Errorf("first section is not the host's:\n%s", sections[1])
+	}
+	for ns, want := range counts {
+		var sec string
+		for _, s := range sections {
+			if strings.Contains(strings.SplitN(s, "\n", 2)[0], "("+ns.Path()+")") {
+				sec = s
+			}
+		}
+		if sec == "" {
+			t.Errorf("no section for %s in:\n%s", ns.Path(), out)
+			continue
+		}
+		row := rowFields(sec, "established")
+		if len(row) != 4 || row[1] != strconv.Itoa(want) || row[3] != strconv.Itoa(want) {
+			t.Errorf("%s: established row %v, want %d IPv4 and in total", ns.Path(), row, want)
+		}
+		if !strings.Contains(sec, "a full dump and a rare-state dump after it") {
+			t.Errorf("%s: not sampled twice:\n%s", ns.Path(), sec)
+		}
+	}
+}
