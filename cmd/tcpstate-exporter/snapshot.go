@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -63,12 +64,17 @@ func runSnapshot(cfg *config, stdout, stderr io.Writer) int {
 // snapshotMain takes and prints the snapshots and returns the exit code.
 func snapshotMain(ctx context.Context, opts snapshotOptions, stdout, stderr io.Writer) int {
 	targets := []snapshotTarget{{Dial: opts.Dial}}
+	code := 0
 	if opts.AllNamespaces {
+		var failed int
 		var err error
-		targets, err = namespaceTargets(opts.ProcRoot, opts.RunDirs, stderr)
+		targets, failed, err = namespaceTargets(opts.ProcRoot, opts.RunDirs, stderr)
 		if err != nil {
 			fmt.Fprintf(stderr, "tcpstate-exporter: snapshot: %v\n", err)
 			return 1
+		}
+		if failed > 0 {
+			code = 1
 		}
 		defer func() {
 			for _, t := range targets {
@@ -78,11 +84,13 @@ func snapshotMain(ctx context.Context, opts snapshotOptions, stdout, stderr io.W
 	}
 	snaps, errs := takeSnapshots(ctx, opts, targets)
 	host, _ := os.Hostname()
-	code := 0
 	for i, snap := range snaps {
 		if errs[i] != nil {
 			fmt.Fprintf(stderr, "tcpstate-exporter: snapshot: %s%v\n", targets[i].prefix(), errs[i])
-			code = 1
+			// A namespace that went away since discovery is no failure.
+			if !errors.Is(errs[i], netns.ErrGone) {
+				code = 1
+			}
 			continue
 		}
 		snap.Host = host
@@ -117,25 +125,28 @@ func (t snapshotTarget) prefix() string {
 }
 
 // namespaceTargets opens every network namespace on the node. One that
-// cannot be opened is skipped with one line on stderr.
-func namespaceTargets(procRoot string, runDirs []string, stderr io.Writer) ([]snapshotTarget, error) {
+// cannot be opened is skipped with one line on stderr; failed counts those
+// skipped for another reason than having gone away since discovery.
+func namespaceTargets(procRoot string, runDirs []string, stderr io.Writer) (targets []snapshotTarget, failed int, err error) {
 	if runDirs == nil {
 		runDirs = netns.DefaultRunDirs
 	}
 	found, _, err := netns.Discover(procRoot, runDirs)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	var out []snapshotTarget
 	for _, ns := range found {
 		h, err := netns.Open(ns, procRoot)
 		if err != nil {
 			fmt.Fprintf(stderr, "tcpstate-exporter: snapshot: network namespace %s skipped: %v\n", describeNamespace(ns), err)
+			if !errors.Is(err, netns.ErrGone) {
+				failed++
+			}
 			continue
 		}
-		out = append(out, snapshotTarget{Dial: h.Dial, InNetns: h.Do, Namespace: describeNamespace(ns), close: func() { h.Close() }})
+		targets = append(targets, snapshotTarget{Dial: h.Dial, InNetns: h.Do, Namespace: describeNamespace(ns), close: func() { h.Close() }})
 	}
-	return out, nil
+	return targets, failed, nil
 }
 
 // describeNamespace names a namespace for people: its netns label, then

@@ -257,3 +257,4 @@ func TestSnapshotAllNamespaces(t *testing.T) {
 		}
 	}
 }
+
