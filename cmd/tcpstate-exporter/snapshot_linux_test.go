@@ -257,4 +257,3 @@ func TestSnapshotAllNamespaces(t *testing.T) {
 		}
 	}
 }
-
