@@ -17,6 +17,7 @@ import (
 
 	"github.com/tcpstate/tcpstate-exporter/collector"
 	"github.com/tcpstate/tcpstate-exporter/diag"
+	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 )
 
 // costEnv turns on TestSweepCost, which builds about 100k sockets.
@@ -79,7 +80,6 @@ func TestSweepCost(t *testing.T) {
 	if os.Getenv(costEnv) == "" {
 		t.Skip("set " + costEnv + "=1 to build 100k sockets in 50 namespaces and measure the sweep")
 	}
-	requireNetnsRoot(t)
 	const (
 		nsCount   = 50
 		pairsPer  = 1000 // 2000 ESTABLISHED + 1 LISTEN per namespace
@@ -96,11 +96,14 @@ func TestSweepCost(t *testing.T) {
 	built := time.Now()
 	var handles []*Handle
 	var names []string
+	var nss []*fixture.Netns
 	var helpers []*helper
 	var batch []sockSpec
 	for i := range nsCount {
-		name := newNamedNetns(t)
+		ns := newNamedNetns(t)
+		name := ns.Name()
 		names = append(names, name)
+		nss = append(nss, ns)
 		path := "/run/netns/" + name
 		batch = append(batch, sockSpec{Path: path, Pairs: pairsPer})
 		if len(batch) == perHelper || i == nsCount-1 {
@@ -200,12 +203,12 @@ func TestSweepCost(t *testing.T) {
 	for _, h := range handles {
 		h.Close()
 	}
-	for _, n := range names {
-		if err := delNetns(n); err != nil {
+	for _, ns := range nss {
+		if err := ns.Delete(); err != nil {
 			t.Error(err)
 		}
 	}
-	name := newNamedNetns(t)
+	name := newNamedNetns(t).Name()
 	path := "/run/netns/" + name
 	const single = nsCount * pairsPer // pairs
 	per := single / 6

@@ -82,9 +82,8 @@ func countSockets(t *testing.T, c *diag.Conn) map[diag.State]int {
 }
 
 func TestHandleDoAndDial(t *testing.T) {
-	requireNetnsRoot(t)
 	warmUp(t)
-	name := newNamedNetns(t)
+	name := newNamedNetns(t).Name()
 	path := "/run/netns/" + name
 	ino := inodeOf(t, path)
 	host, err := statKey("/proc/self/ns/net")
@@ -187,8 +186,8 @@ func TestHandleDoAndDial(t *testing.T) {
 }
 
 func TestHandleOpenThroughPID(t *testing.T) {
-	requireNetnsRoot(t)
-	name := newNamedNetns(t)
+	ns := newNamedNetns(t)
+	name := ns.Name()
 	ino := inodeOf(t, "/run/netns/"+name)
 	hp := startHelper(t, name, sockSpec{Path: "-", Listen: 1})
 	own, err := statKey("/proc/self/ns/net")
@@ -220,7 +219,7 @@ func TestHandleOpenThroughPID(t *testing.T) {
 	}
 	// Every way in gone.
 	hp.stop()
-	if err := delNetns(name); err != nil {
+	if err := ns.Delete(); err != nil {
 		t.Fatal(err)
 	}
 	_, err = Open(Namespace{Key: key, PID: hp.pid(), PIDs: []int{hp.pid()}, Path: "/run/netns/" + name}, "/proc")

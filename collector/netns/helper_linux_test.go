@@ -4,9 +4,6 @@ package netns
 
 import (
 	"bufio"
-	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 	"github.com/tcpstate/tcpstate-exporter/internal/fixture/rawsock"
 )
 
@@ -260,48 +258,12 @@ func (h *helper) stop() {
 	h.cmd.Wait()
 }
 
-// requireNetnsRoot skips unless this process may create namespaces.
-func requireNetnsRoot(t testing.TB) {
+// newNamedNetns creates tsns-<random> with the project's fixture (lo up,
+// deleted in cleanup; a test that cannot create namespaces skips saying
+// why).
+func newNamedNetns(t testing.TB) *fixture.Netns {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs the ip command (iproute2)")
-	}
-}
-
-// newNamedNetns creates tsns-<random> with lo up and deletes it in
-// cleanup. The test process keeps no descriptor of it.
-func newNamedNetns(t testing.TB) string {
-	t.Helper()
-	var rnd [4]byte
-	if _, err := rand.Read(rnd[:]); err != nil {
-		t.Fatal(err)
-	}
-	name := "tsns-" + hex.EncodeToString(rnd[:])
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Skipf("cannot create network namespaces: ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { delNetns(name) })
-	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("ip -n %s link set lo up: %v: %s", name, err, out)
-	}
-	return name
-}
-
-// delNetns deletes a namespace made by newNamedNetns; deleting a deleted
-// one does nothing.
-func delNetns(name string) error {
-	if _, err := os.Stat("/run/netns/" + name); errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, "ip", "netns", "del", name).CombinedOutput(); err != nil {
-		return fmt.Errorf("ip netns del %s: %v: %s", name, err, out)
-	}
-	return nil
+	return fixture.NewNetnsPrefix(t, "tsns-")
 }
 
 // inodeOf returns the namespace inode of a path.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tcpstate/tcpstate-exporter/collector"
 	"github.com/tcpstate/tcpstate-exporter/diag"
+	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 )
 
 // expectCounts returns the per-family, per-state counts a spec produces.
@@ -49,7 +50,6 @@ func diffCounts(got, want collector.Counts) string {
 // namespace must be dropped and counted, with nothing logged and no
 // descriptor left behind.
 func TestManagerRealNamespaces(t *testing.T) {
-	requireNetnsRoot(t)
 	warmUp(t)
 	specs := []sockSpec{
 		{Path: "-", Listen: 3, Pairs: 5},
@@ -58,10 +58,12 @@ func TestManagerRealNamespaces(t *testing.T) {
 		{Path: "-", Listen: 2, Pairs: 7},
 	}
 	names := make([]string, len(specs))
+	nss := make([]*fixture.Netns, len(specs))
 	labels := make([]string, len(specs))
 	helpers := make([]*helper, len(specs))
 	for i, s := range specs {
-		names[i] = newNamedNetns(t)
+		nss[i] = newNamedNetns(t)
+		names[i] = nss[i].Name()
 		labels[i] = strconv.FormatUint(inodeOf(t, "/run/netns/"+names[i]), 10)
 		helpers[i] = startHelper(t, names[i], s)
 	}
@@ -131,7 +133,7 @@ func TestManagerRealNamespaces(t *testing.T) {
 
 	// Remove the bind mount: the process still holds the namespace, so it
 	// is still found (through /proc) and still sampled.
-	if err := delNetns(names[victim]); err != nil {
+	if err := nss[victim].Delete(); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(700 * time.Millisecond) // two discoveries
