@@ -21,10 +21,8 @@ import (
 // descriptor, plus one read of comm per process that owns a wanted socket.
 // The work is linear in the total number of open descriptors on the node
 // and almost all of it is kernel time: on this project's 2-core test
-// machine (Linux 6.18) about 3.5 µs per descriptor when idle (2.5 µs
-// readlinkat, 0.9 µs getdents64; BenchmarkLookupFullScan: 4,156
-// descriptors in 80 processes, 14 ms) and 7 µs under load (505,870
-// descriptors held by a socket fixture: 3.5 s). A node with 50,000 open
+// machine (Linux 6.18) about 3.5 µs per descriptor (BenchmarkLookupFullScan:
+// 4,156 descriptors in 80 processes, 14 ms). A node with 50,000 open
 // descriptors costs about 175 ms per full scan, so callers should look up
 // only the inodes they need, pass the previous owners as
 // LookupOptions.Hint, cache answers by inode, and not scan every second.
@@ -84,7 +82,9 @@ func (s *lookupState) timeUp() bool {
 }
 
 // Lookup returns, for each inode of inodes that it finds, the processes
-// holding a descriptor for it, in the order the proc root lists them.
+// holding a descriptor for it, in the order they were scanned: the hints
+// first, then ascending process IDs from above LookupOptions.After,
+// wrapping around.
 // Inodes it does not find are absent from the map. One process that exits
 // or denies access never fails the lookup: it is counted in the stats and
 // skipped. The error is non-nil only when the proc root itself cannot be
@@ -120,22 +120,34 @@ func (l *InodeLookup) scan(st *lookupState) error {
 	}
 	defer unix.Close(rootfd)
 
+	// A lookup cut short before it reaches a process beyond After leaves
+	// the resume point where it was.
+	st.stats.LastPID = st.opts.After
+	// visit scans one process unless a limit is reached; it reports
+	// whether the scan should go on.
+	visit := func(pid int) bool {
+		if (st.opts.MaxPIDs > 0 && st.stats.PIDsScanned >= st.opts.MaxPIDs) || st.timeUp() {
+			st.stopped = true
+			return false
+		}
+		st.stats.PIDsScanned++
+		l.scanPID(rootfd, pid, strconv.AppendInt(l.pidName[:0], int64(pid), 10), st)
+		return st.remaining > 0 || st.opts.AllOwners
+	}
+	defer func() {
+		st.stats.Incomplete = st.stopped && (st.remaining > 0 || st.opts.AllOwners)
+	}()
+
 	var hinted map[int]bool
 	for _, pid := range st.opts.Hint {
 		if pid <= 0 || hinted[pid] {
 			continue
 		}
-		if (st.opts.MaxPIDs > 0 && st.stats.PIDsScanned >= st.opts.MaxPIDs) || st.timeUp() {
-			st.stopped = true
-			break
-		}
 		if hinted == nil {
 			hinted = make(map[int]bool, len(st.opts.Hint))
 		}
 		hinted[pid] = true
-		st.stats.PIDsScanned++
-		l.scanPID(rootfd, pid, strconv.AppendInt(l.pidName[:0], int64(pid), 10), st)
-		if st.remaining == 0 && !st.opts.AllOwners {
+		if !visit(pid) {
 			return nil
 		}
 	}
@@ -152,18 +164,14 @@ func (l *InodeLookup) scan(st *lookupState) error {
 		if hinted[pid] {
 			continue
 		}
-		if (st.opts.MaxPIDs > 0 && st.stats.PIDsScanned >= st.opts.MaxPIDs) || st.timeUp() {
-			st.stopped = true
-			break
-		}
-		st.stats.PIDsScanned++
-		st.stats.LastPID = pid
-		l.scanPID(rootfd, pid, strconv.AppendInt(l.pidName[:0], int64(pid), 10), st)
-		if st.remaining == 0 && !st.opts.AllOwners {
+		if !visit(pid) {
+			if !st.stopped {
+				st.stats.LastPID = pid
+			}
 			return nil
 		}
+		st.stats.LastPID = pid
 	}
-	st.stats.Incomplete = st.stopped && (st.remaining > 0 || st.opts.AllOwners)
 	return nil
 }
 

@@ -155,9 +155,9 @@ func TestLookupFakeProc(t *testing.T) {
 		t.Errorf("after 500: owners %v, stats %+v, err %v", owners, st, err)
 	}
 	// Lookups cut short after one process each, each resuming after the
-	// last, reach every process: 1004's owner is found within 5 of them,
-	// wherever the listing puts it (without After every lookup would scan
-	// the same first process).
+	// last, reach every process in ascending order: 1004's owner (500) is
+	// found by the fifth (without After every lookup would scan 100).
+	var lasts []int
 	found, after := -1, 0
 	for i := range 5 {
 		owners, st, err = l.Lookup([]uint64{1004}, LookupOptions{MaxPIDs: 1, After: after})
@@ -169,9 +169,15 @@ func TestLookupFakeProc(t *testing.T) {
 			break
 		}
 		after = st.LastPID
+		lasts = append(lasts, after)
 	}
-	if found < 0 {
-		t.Error("five resumed one-process lookups never reached pid 500")
+	if found != 4 || !slices.Equal(lasts, []int{100, 200, 300, 400}) {
+		t.Errorf("resumed one-process lookups: found at %d after %v, want 4 after [100 200 300 400]", found, lasts)
+	}
+	// A lookup whose limit runs out among the hints keeps the resume point.
+	_, st, err = l.Lookup([]uint64{9999}, LookupOptions{MaxPIDs: 1, After: 200, Hint: []int{100}})
+	if err != nil || st.PIDsScanned != 1 || st.LastPID != 200 || !st.Incomplete {
+		t.Errorf("limit reached in the hints: stats %+v, err %v; want 1 pid, LastPID 200, incomplete", st, err)
 	}
 
 	// Limits.
