@@ -3,16 +3,14 @@
 package procnet
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 )
 
 // onThread runs fn on a goroutine locked to its own OS thread and waits for
@@ -53,31 +51,14 @@ func asUser(t *testing.T, uid int, fn func() error) error {
 	})
 }
 
-// newNetns creates a network namespace named tspn-<random> with ip(8) and
-// deletes it when the test ends. It returns the name and its /run/netns
-// path.
+// newNetns creates a network namespace with the project's fixture
+// (tspn-<random>, lo up, deleted when the test ends; a test that cannot
+// create namespaces skips saying why). It returns the name and its
+// /run/netns path.
 func newNetns(t *testing.T) (name, path string) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("creating a network namespace needs root")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("ip(8) not installed")
-	}
-	var b [4]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	name = "tspn-" + hex.EncodeToString(b[:])
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Skipf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	return name, filepath.Join("/run/netns", name)
+	ns := fixture.NewNetnsPrefix(t, "tspn-")
+	return ns.Name(), ns.Path()
 }
 
 // inNetns runs fn on a dedicated thread that has joined the namespace at
