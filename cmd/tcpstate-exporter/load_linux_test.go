@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,18 +36,6 @@ const (
 )
 
 // maxRequestsFlag lifts the exporter's cap on concurrent /metrics requests.
-const maxRequestsFlag = "--web.max-requests"
-
-// hasFlag reports whether the binary's --help lists flag.
-func hasFlag(t *testing.T, bin, flag string) bool {
-	t.Helper()
-	out, err := exec.Command(bin, "--help").CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s --help: %v\n%s", bin, err, out)
-	}
-	return bytes.Contains(out, []byte(flag+"="))
-}
-
 // rssBytes reads VmRSS of pid.
 func rssBytes(pid int) (int64, error) {
 	st, err := procStatus(pid)
@@ -158,10 +145,6 @@ func percentile(d []time.Duration, p float64) time.Duration {
 // the sampling interval, not the number of scrapes.
 func TestLoadConcurrentScrapers(t *testing.T) {
 	bin := hardenedBinary(t)
-	if !hasFlag(t, bin, maxRequestsFlag) {
-		t.Skipf("the exporter has no %s flag: agent.go caps /metrics at MaxRequestsInFlight=40, so of %d simultaneous scrapes all but about 40 get 503; add the flag (0 = no limit) to run this test",
-			maxRequestsFlag, loadScrapers)
-	}
 	ns := fixture.NewNetnsPrefix(t, hardenNetnsPrefix)
 	bulk := fixture.Bulk(t, ns, loadSockets, fixture.IPv4)
 	t.Logf("%d ESTABLISHED sockets from %d sockfill processes ready in %v", loadSockets, bulk.Processes(), bulk.Elapsed().Round(time.Millisecond))
@@ -169,7 +152,7 @@ func TestLoadConcurrentScrapers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	p := startExporter(t, ctx, ns, bin, nil, "--web.listen-address="+exporterAddr,
-		"--sample.interval="+loadInterval.String(), maxRequestsFlag+"=0")
+		"--sample.interval="+loadInterval.String(), "--web.max-requests=0")
 	pid := p.cmd.Process.Pid
 	base := "http://" + exporterAddr
 
