@@ -150,14 +150,13 @@ func (t *closeWaitTracker) resolve(now time.Time, minAge, timeout time.Duration,
 
 // groups sums the tracked sockets by local port and command, most sockets
 // first, and folds groups beyond maxGroups into one "other" group. A local
-// port that is not listening and lies in [ephLo, ephHi] is an outbound
-// socket's and is reported as "ephemeral".
-func (t *closeWaitTracker) groups(minAge time.Duration, listening *portSet, ephLo, ephHi uint16, maxGroups int) ([]detect.CloseWaitGroup, int) {
+// port for which eph is true (an outbound socket's) is reported as
+// "ephemeral".
+func (t *closeWaitTracker) groups(minAge time.Duration, eph func(port uint16) bool, maxGroups int) ([]detect.CloseWaitGroup, int) {
 	if len(t.m) == 0 {
 		clear(t.portCmd)
 		return nil, 0
 	}
-	eph := func(p uint16) bool { return p >= ephLo && p <= ephHi && !listening.has(p) }
 	// Keep the remembered command of every port that still has sockets;
 	// give ports without one the (smallest) command of their resolved
 	// sockets.

@@ -628,7 +628,7 @@ func foldListeners(ls []Listener, limit int, prev map[ListenerKey]struct{}) (kep
 		if c := cmp.Compare(y.SynRecv, x.SynRecv); c != 0 {
 			return c
 		}
-		return compareKeys(x.ListenerKey, y.ListenerKey)
+		return x.ListenerKey.Compare(y.ListenerKey)
 	})
 	kept = sorted[:limit]
 	var sums familySums[Listener]

@@ -283,10 +283,18 @@ func (a *aggregator) add(s *diag.Socket) error {
 	case diag.CloseWait:
 		a.cw.see(s)
 	}
-	if a.dest && s.SrcPort >= a.ephLo && s.SrcPort <= a.ephHi && !a.ports.has(s.SrcPort) {
+	if a.dest && a.outbound(s.SrcPort) {
 		a.addDest(s)
 	}
 	return nil
+}
+
+// outbound reports whether a connected socket's local port makes it an
+// outbound one: in ip_local_port_range and not a listening port of this
+// dump or the previous one. Destinations and the "ephemeral" CLOSE_WAIT
+// group both follow it.
+func (a *aggregator) outbound(port uint16) bool {
+	return port >= a.ephLo && port <= a.ephHi && !a.ports.has(port)
 }
 
 func (a *aggregator) addDest(s *diag.Socket) {
@@ -499,5 +507,3 @@ func (a *aggregator) listener(k ListenerKey) *Listener {
 	}
 	return nil
 }
-
-func compareKeys(x, y ListenerKey) int { return x.Compare(y) }

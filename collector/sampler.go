@@ -183,9 +183,6 @@ func NewSampler(opts Options) *Sampler {
 	return s
 }
 
-// DetectConfig returns the detectors' thresholds in use.
-func (s *Sampler) DetectConfig() detect.Config { return s.opts.Detect }
-
 // Sample reads the namespace's kernel counters and sysctls, runs one dump
 // of the given kind, publishes the sample and evaluates the detectors.
 func (s *Sampler) Sample(kind Kind) (*Sample, error) {
@@ -316,11 +313,7 @@ func (s *Sampler) dump(kind Kind, kern *Kernel) (*Sample, error) {
 	if _, err := cw.resolve(smp.Time, minAge, s.opts.LookupTimeout, s.opts.LookupOwners); err != nil {
 		s.opts.Logger.Debug("CLOSE_WAIT owner lookup incomplete", "err", err)
 	}
-	lo, hi := uint16(0), uint16(65535)
-	if prOK {
-		lo, hi = pr.Low, pr.High
-	}
-	smp.CloseWait, smp.CloseWaitFolded = cw.groups(minAge, &s.agg.ports, lo, hi, s.opts.MaxCloseWaitGroups)
+	smp.CloseWait, smp.CloseWaitFolded = cw.groups(minAge, s.agg.outbound, s.opts.MaxCloseWaitGroups)
 	smp.CloseWaitUntracked = cw.untracked
 	return smp, nil
 }

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"maps"
 	"math"
 	"net/netip"
 	"slices"
@@ -34,9 +35,6 @@ func New(cfg Config) (*Detectors, error) {
 	}
 	return &Detectors{cfg: cfg}, nil
 }
-
-// Config returns the thresholds in use.
-func (d *Detectors) Config() Config { return d.cfg }
 
 // Evaluate runs every detector over h and returns their findings, in the
 // order TCPSynRecvSurge, TCPAcceptQueueOverflow, TCPCloseWaitLeak,
@@ -549,7 +547,7 @@ func TimeWaitExhaustion(cfg *Config, h *History) []Finding {
 			if ratio >= cfg.PortsCriticalRatio {
 				f.Severity = Critical
 				f.Labels = labels()
-				f.Evidence = cloneMap(ev)
+				f.Evidence = maps.Clone(ev)
 				out = append(out, f)
 			}
 		}
@@ -586,14 +584,6 @@ func TimeWaitExhaustion(cfg *Config, h *History) []Finding {
 		})
 	}
 	return out
-}
-
-func cloneMap(m map[string]string) map[string]string {
-	c := make(map[string]string, len(m))
-	for k, v := range m {
-		c[k] = v
-	}
-	return c
 }
 
 // resetCounters are the counters TCPResetStorm watches, by label value.
