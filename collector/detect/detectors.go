@@ -427,7 +427,13 @@ func CloseWaitLeak(cfg *Config, h *History) []Finding {
 		if g.Old >= cfg.CloseWaitThreshold {
 			reasons = append(reasons, "old_sockets")
 		}
-		growth, growing := closeWaitGrowth(cfg, h, g.Port, g.Command)
+		// Growth is at most the current count, so a group smaller than
+		// the threshold skips the walk over the whole history.
+		var growth uint64
+		var growing bool
+		if g.Count >= cfg.CloseWaitGrowth {
+			growth, growing = closeWaitGrowth(cfg, h, g.Port, g.Command)
+		}
 		if growing && growth >= cfg.CloseWaitGrowth {
 			reasons = append(reasons, "growing")
 			if len(reasons) == 1 {
