@@ -15,7 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tcpstate/tcpstate-exporter/collector"
+	"github.com/tcpstate/tcpstate-exporter/collector/netns"
 	"github.com/tcpstate/tcpstate-exporter/diag"
 	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 )
@@ -148,11 +151,25 @@ func TestSamplerDoesNotLeak(t *testing.T) {
 	defer nsFile.Close()
 	nsFD := int(nsFile.Fd())
 
+	// Kernel counters and sysctls are read inside the namespace through the
+	// same handle --netns=all uses, so its thread switching is under test
+	// too.
+	var st unix.Stat_t
+	if err := unix.Stat(ns.Path(), &st); err != nil {
+		t.Fatal(err)
+	}
+	h, err := netns.Open(netns.Namespace{Key: netns.Key{Dev: uint64(st.Dev), Inode: st.Ino}, Path: ns.Path()}, "/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+
 	f := &faults{}
 	s := collector.NewSampler(collector.Options{
 		Interval: time.Second,
 		Window:   time.Minute,
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+		InNetns:  h.Do,
 		Dial: func() (*diag.Conn, error) {
 			f.dials++
 			if f.failDial {
