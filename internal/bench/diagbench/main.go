@@ -25,7 +25,6 @@ import (
 	"os"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -210,6 +209,13 @@ func floor(legacy bool) (uint64, error) {
 					return 0, fmt.Errorf("bad message length %d", l)
 				}
 				if typ == unix.NLMSG_DONE || typ == unix.NLMSG_ERROR {
+					// Both carry an errno (negative, or 0 for an
+					// acknowledgement): a failed dump is no floor.
+					if l >= 20 {
+						if e := int32(binary.NativeEndian.Uint32(b[16:20])); e != 0 {
+							return 0, fmt.Errorf("dump failed: %w", unix.Errno(-e))
+						}
+					}
 					break recv
 				}
 				if b[16+1] != 0 { // the state byte
@@ -434,20 +440,21 @@ func table(in io.Reader, out io.Writer) error {
 		fmt.Fprintf(out, "\n### %d sockets\n\n", t)
 		fmt.Fprintln(out, "| mode | sockets counted | CPU per sample (s) | wall per sample (s) | allocs per sample | bytes allocated per sample | peak RSS (MB) | rounds |")
 		fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|")
-		floorCPU := map[bool]float64{} // by "-v2"
+		// Each mode is compared with the floor that sends the same
+		// requests: node_exporter's approach, like the -v2 modes, sends
+		// one SOCK_DIAG_BY_FAMILY request per family.
+		floorOf := map[string]string{"exporter": "floor", "exporter-quiet": "floor", "nodeexporter": "floor-v2", "exporter-v2": "floor-v2"}
 		for _, m := range []string{"floor", "exporter", "exporter-quiet", "nodeexporter", "floor-v2", "exporter-v2"} {
 			rs := runs[key{t, m}]
 			if len(rs) == 0 {
 				continue
 			}
 			cpu := med(rs, func(r result) float64 { return r.CPUSeconds })
-			v2 := strings.HasSuffix(m, "-v2")
-			if strings.HasPrefix(m, "floor") {
-				floorCPU[v2] = cpu
-			}
 			ratio := ""
-			if f := floorCPU[v2]; f > 0 && !strings.HasPrefix(m, "floor") {
-				ratio = fmt.Sprintf(" (%.2fx its floor)", cpu/f)
+			if fm, ok := floorOf[m]; ok {
+				if frs := runs[key{t, fm}]; len(frs) > 0 {
+					ratio = fmt.Sprintf(" (%.2fx %s)", cpu/med(frs, func(r result) float64 { return r.CPUSeconds }), fm)
+				}
 			}
 			fmt.Fprintf(out, "| %s | %d | %.3f%s | %.3f | %.0f | %.0f | %.1f | %d |\n", m, rs[0].Sockets, cpu, ratio,
 				med(rs, func(r result) float64 { return r.WallSeconds }),
