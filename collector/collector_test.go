@@ -320,3 +320,32 @@ func TestListenerFoldingIsStable(t *testing.T) {
 		}
 	}
 }
+
+// The two request forms count the same sockets: one legacy walk for both
+// families, or one SOCK_DIAG_BY_FAMILY request per family.
+func TestSampleMethodsAgree(t *testing.T) {
+	socks := []diag.Socket{
+		listener(diag.AFInet, v4any, 80, 0, 128),
+		listener(diag.AFInet6, v6any, 443, 0, 128),
+		sock(diag.AFInet, diag.Established, v4lo, 80, v4lo, 40000),
+		sock(diag.AFInet6, diag.Established, v6lo, 443, v6lo, 40001),
+		sock(diag.AFInet6, diag.NewSynRecv, v6lo, 443, v6lo, 40002),
+	}
+	var counts [2]Counts
+	for i, m := range []diag.Method{diag.MethodAuto, diag.MethodV2} {
+		smp, err := NewSampler(Options{Dial: fakeKernel(socks), Method: m}).Sample(Full)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[i] = smp.Counts
+	}
+	if counts[0] != counts[1] {
+		t.Errorf("legacy %v, v2 %v", counts[0], counts[1])
+	}
+	if n := counts[1].Get(diag.AFInet6, diag.Established); n != 1 {
+		t.Errorf("v2: %d IPv6 established, want 1", n)
+	}
+	if n := counts[1].Get(diag.AFInet6, diag.SynRecv); n != 1 {
+		t.Errorf("v2: %d IPv6 syn_recv, want 1", n)
+	}
+}

@@ -270,20 +270,23 @@ func (r Request) States() diag.StateMask {
 }
 
 // Kernel returns a dial function for a scripted kernel holding socks: every
-// dump answers with the sockets in the states it asks for (request sockets,
-// NewSynRecv, answer to SynRecv as the real kernel's do), seven messages to
-// a datagram.
+// dump answers with the sockets in the states it asks for, seven messages
+// to a datagram. As the real kernel does, a SOCK_DIAG_BY_FAMILY request gets
+// only its family's sockets (the legacy request both), and request sockets
+// (NewSynRecv) are answered with state SynRecv.
 func Kernel(socks []diag.Socket) func() (*diag.Conn, error) {
 	return func() (*diag.Conn, error) {
 		return diag.NewConn(&Transport{Handler: func(r Request) ([][]byte, error) {
 			mask := r.States()
 			var sel []diag.Socket
 			for _, s := range socks {
-				st := s.State
-				if st == diag.NewSynRecv {
-					st = diag.SynRecv
+				if s.State == diag.NewSynRecv {
+					s.State = diag.SynRecv
 				}
-				if mask.Has(st) {
+				if r.Type == diag.MsgTypeSockDiag && len(r.Payload) > 0 && s.Family != diag.Family(r.Payload[0]) {
+					continue
+				}
+				if mask.Has(s.State) {
 					sel = append(sel, s)
 				}
 			}
