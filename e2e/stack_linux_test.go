@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -87,29 +86,11 @@ func runLeakyServer(out io.Writer, in io.Reader) int {
 	}
 }
 
-// syncBuffer collects a process's output; it is safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // proc is a process the test started inside the namespace.
 type proc struct {
 	name   string
 	cmd    *exec.Cmd
-	logs   *syncBuffer
+	logs   *fixture.LogBuffer
 	exited chan struct{}
 	err    error // set before exited is closed
 }
@@ -131,7 +112,7 @@ func (p *proc) running() bool {
 // the log buffer.
 func startInNetns(t *testing.T, ns *fixture.Netns, name, bin string, stdout io.Writer, env []string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, logs: &syncBuffer{}, exited: make(chan struct{})}
+	p := &proc{name: name, logs: &fixture.LogBuffer{}, exited: make(chan struct{})}
 	p.cmd = ns.Command(context.Background(), bin, args...)
 	p.cmd.SysProcAttr = dieWithTest()
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
@@ -445,7 +426,7 @@ func startLeakyServer(t *testing.T, ns *fixture.Netns, dir string) *leakyServer 
 // input kept open for its life; closing it tells the helper to exit.
 func startWithStdin(t *testing.T, ns *fixture.Netns, name, bin string, stdout io.Writer, env []string) *proc {
 	t.Helper()
-	p := &proc{name: name, logs: &syncBuffer{}, exited: make(chan struct{})}
+	p := &proc{name: name, logs: &fixture.LogBuffer{}, exited: make(chan struct{})}
 	p.cmd = ns.Command(context.Background(), bin)
 	p.cmd.SysProcAttr = dieWithTest()
 	p.cmd.Stdout, p.cmd.Stderr = stdout, p.logs

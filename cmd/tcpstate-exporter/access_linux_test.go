@@ -53,66 +53,71 @@ const exporterBinEnv = "TCPSTATE_EXPORTER_BIN"
 // namespace.
 const exporterAddr = "127.0.0.1:9874"
 
-// hardenedBinary returns the exporter binary in a directory every user may
-// enter, so that it also runs after dropping to an unprivileged user.
-func hardenedBinary(t *testing.T) string {
+// The exporter binary of this test run, built (or copied from
+// $TCPSTATE_EXPORTER_BIN) once into binDir, which TestMain removes.
+var (
+	binOnce sync.Once
+	binDir  string
+	binPath string
+	binErr  error
+	noGo    bool
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// exporterBinary returns the exporter binary, in a directory every user
+// may enter, so that it also runs after dropping to an unprivileged user.
+func exporterBinary(t *testing.T) string {
 	t.Helper()
+	binOnce.Do(func() { binPath, binErr = buildBinary() })
+	if noGo {
+		t.Skip("the go command is needed to build the exporter: " + binErr.Error())
+	}
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+func buildBinary() (string, error) {
 	dir, err := os.MkdirTemp("", "tsh6-bin-")
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	binDir = dir
 	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	bin := filepath.Join(dir, "tcpstate-exporter")
 	if src := os.Getenv(exporterBinEnv); src != "" {
 		b, err := os.ReadFile(src)
 		if err != nil {
-			t.Fatalf("%s: %v", exporterBinEnv, err)
+			return "", fmt.Errorf("%s: %w", exporterBinEnv, err)
 		}
-		if err := os.WriteFile(bin, b, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		return bin
+		return bin, os.WriteFile(bin, b, 0o755)
 	}
 	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("the go command is needed to build the exporter: " + err.Error())
+		noGo = true
+		return "", err
 	}
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
 	}
-	if err := os.Chmod(bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return bin
+	return bin, os.Chmod(bin, 0o755)
 }
 
 // exporterProc is one exporter process running in a fixture namespace.
 type exporterProc struct {
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *fixture.LogBuffer
 	done chan struct{} // closed when the process has exited
 	err  error         // cmd.Wait's result, set before done closes
-}
-
-// syncBuffer is a bytes.Buffer safe for the exec package's copying
-// goroutine and the test reading it at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // startExporter runs wrapper (a command line that executes its last
@@ -123,7 +128,7 @@ func startExporter(t *testing.T, ctx context.Context, ns *fixture.Netns, bin str
 	t.Helper()
 	argv := append(append(append([]string{}, wrapper...), bin), args...)
 	cmd := ns.Command(ctx, argv[0], argv[1:]...)
-	p := &exporterProc{cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{})}
+	p := &exporterProc{cmd: cmd, logs: &fixture.LogBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %v: %v", argv, err)
@@ -299,7 +304,7 @@ func randomSecret(t *testing.T, n int) string {
 // gets the metrics, a wrong or missing one gets 401, plain HTTP gets no
 // metrics, and a client that does not trust the CA fails verification.
 func TestAccessTLSBasicAuth(t *testing.T) {
-	bin := hardenedBinary(t)
+	bin := exporterBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ns := fixture.NewNetnsPrefix(t, hardenNetnsPrefix)
@@ -394,7 +399,7 @@ func TestAccessTLSBasicAuth(t *testing.T) {
 // makes the binary exit non-zero at once with one error line that says
 // what is wrong.
 func TestAccessBadWebConfig(t *testing.T) {
-	bin := hardenedBinary(t)
+	bin := exporterBinary(t)
 	ns := fixture.NewNetnsPrefix(t, hardenNetnsPrefix)
 	dir := t.TempDir()
 	missingCert := filepath.Join(dir, "missing-cert.yml")
@@ -483,7 +488,7 @@ func TestUnprivilegedHostMode(t *testing.T) {
 	if err != nil {
 		t.Skip("setpriv (util-linux) is not installed: " + err.Error())
 	}
-	bin := hardenedBinary(t)
+	bin := exporterBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	ns := fixture.NewNetnsPrefix(t, hardenNetnsPrefix)

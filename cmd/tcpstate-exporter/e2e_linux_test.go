@@ -27,26 +27,15 @@ import (
 
 var update = flag.Bool("update", false, "rewrite testdata/metrics.golden from the exporter's real output")
 
-// buildExporter compiles the exporter once per test binary.
-func buildExporter(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "tcpstate-exporter")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // exporterInNetns runs the exporter binary inside ns, listening on
 // 127.0.0.1:port there, and returns an HTTP client whose connections are
 // made inside ns. The client keeps one connection alive, so its sockets in
 // ns are exactly one ESTABLISHED pair.
-func exporterInNetns(t *testing.T, ctx context.Context, ns *fixture.Netns, bin string, args ...string) (*http.Client, *bytes.Buffer) {
+func exporterInNetns(t *testing.T, ctx context.Context, ns *fixture.Netns, bin string, args ...string) (*http.Client, *fixture.LogBuffer) {
 	t.Helper()
 	cmd := ns.Command(ctx, bin, append([]string{"--web.listen-address=127.0.0.1:9874"}, args...)...)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	logs := &fixture.LogBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +61,7 @@ func exporterInNetns(t *testing.T, ctx context.Context, ns *fixture.Netns, bin s
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return client, &logs
+				return client, logs
 			}
 		}
 		if time.Now().After(deadline) {
@@ -129,7 +118,7 @@ func socketCounts(t *testing.T, mfs map[string]*dto.MetricFamily) map[string]int
 // namespace of its own; the exporter running there must report exactly those
 // numbers, and agree with ss run in the same namespace.
 func TestE2ESocketCountsAreExact(t *testing.T) {
-	bin := buildExporter(t)
+	bin := exporterBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	srv := fixture.NewNetnsPrefix(t, "tse2e-")

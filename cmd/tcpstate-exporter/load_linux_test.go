@@ -144,7 +144,7 @@ func percentile(d []time.Duration, p float64) time.Duration {
 // 50 ms, the exporter's RSS must stay flat, and the kernel dumps must follow
 // the sampling interval, not the number of scrapes.
 func TestLoadConcurrentScrapers(t *testing.T) {
-	bin := hardenedBinary(t)
+	bin := exporterBinary(t)
 	ns := fixture.NewNetnsPrefix(t, hardenNetnsPrefix)
 	bulk := fixture.Bulk(t, ns, loadSockets, fixture.IPv4)
 	t.Logf("%d ESTABLISHED sockets from %d sockfill processes ready in %v", loadSockets, bulk.Processes(), bulk.Elapsed().Round(time.Millisecond))

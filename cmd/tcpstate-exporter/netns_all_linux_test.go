@@ -23,7 +23,7 @@ import (
 // is counted, nothing is logged as an error, and the exporter keeps no
 // descriptor on it.
 func TestNetnsAllExactPerNamespace(t *testing.T) {
-	bin := buildExporter(t)
+	bin := exporterBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	agentNS := fixture.NewNetnsPrefix(t, "tsna-")

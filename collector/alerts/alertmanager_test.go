@@ -1,7 +1,6 @@
 package alerts
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/tcpstate/tcpstate-exporter/collector/detect"
+	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 )
 
 // alertmanagerBinary finds Alertmanager: upstream names it alertmanager,
@@ -98,7 +98,7 @@ receivers:
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	ctx, cancel := context.WithCancel(context.Background())
-	var logs bytes.Buffer
+	logs := &fixture.LogBuffer{}
 	cmd := exec.CommandContext(ctx, bin,
 		"--config.file="+cfgPath,
 		"--storage.path="+filepath.Join(dir, "data"),
@@ -106,8 +106,8 @@ receivers:
 		"--cluster.listen-address=",
 		"--log.level=debug",
 	)
-	cmd.Stdout = &logs
-	cmd.Stderr = &logs
+	cmd.Stdout = logs
+	cmd.Stderr = logs
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {
 		cancel()
