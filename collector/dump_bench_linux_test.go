@@ -15,10 +15,13 @@ import (
 	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 )
 
-// BenchmarkKernelFullDump compares the CPU of a Sampler's full sample
-// (dump, aggregation, destinations, CLOSE_WAIT tracking, kernel counters
-// and detectors) with a raw full dump that only counts states, over the
-// same ESTABLISHED loopback sockets in a test namespace. The number of
+// BenchmarkKernelFullDump compares the CPU of the dump inside a Sampler's
+// full sample (the kernel's work and the per-socket aggregation callback,
+// as Sample.Dump.CPU measures it on the dumping thread) with a raw full
+// dump that only counts states, over the same ESTABLISHED loopback sockets
+// in a test namespace. The rest of a sample (sorting, CLOSE_WAIT groups,
+// kernel counters, detectors) is not in it; internal/bench/diagbench
+// measures whole samples with the process's CPU. The number of
 // sockets is TCPSTATE_BENCH_SOCKETS (default 200000). It reports the CPU
 // milliseconds per dump of each and their ratio.
 func BenchmarkKernelFullDump(b *testing.B) {
