@@ -281,6 +281,7 @@ func (s *Sampler) summaryLocked(smp *Sample, merged *Counts) detect.Summary {
 	if s.full != nil {
 		sum.Destinations = s.full.Destinations
 		sum.DestinationsTime = s.full.Time
+		sum.DestinationsTruncated = s.full.DestinationsFolded > 0
 		sum.TimeWait = merged.Get(diag.AFInet, diag.TimeWait) + merged.Get(diag.AFInet6, diag.TimeWait)
 	}
 	return sum

@@ -52,6 +52,10 @@ func addDetectFlags(app *kingpin.Application, f *detectFlags) {
 		Default(flt(d.PortsRatio)).Float64Var(&f.cfg.PortsRatio)
 	app.Flag("detect.tw-buckets.ratio", "Share of net.ipv4.tcp_max_tw_buckets in TIME_WAIT that fires TCPTimeWaitExhaustion.").
 		Default(flt(d.TWBucketsRatio)).Float64Var(&f.cfg.TWBucketsRatio)
+	app.Flag("detect.forecast.horizon", "Local ports towards a destination, TIME_WAIT buckets or orphans that reach their limit within this time, at the rate they grew over --detect.forecast.window, fire TCPTimeWaitExhaustion or TCPOrphanPressure ahead of the share thresholds; 0 turns forecasts off.").
+		Default(dur(d.ForecastHorizon)).DurationVar(&f.cfg.ForecastHorizon)
+	app.Flag("detect.forecast.window", "Span over which the growth rate of a forecast is measured.").
+		Default(dur(d.ForecastWindow)).DurationVar(&f.cfg.ForecastWindow)
 	app.Flag("detect.resets.factor", "Reset or abort rate at this many times its baseline that fires TCPResetStorm.").
 		Default(flt(d.ResetFactor)).Float64Var(&f.cfg.ResetFactor)
 	app.Flag("detect.resets.min-rate", "Least resets or aborts per second for TCPResetStorm.").
@@ -90,6 +94,10 @@ func (f *detectFlags) validate() error {
 		checks = append(checks, fmt.Errorf("--detect.history=%v: must be positive", c.History))
 	case c.CloseWaitGrowthWindow <= 0 || c.CloseWaitGrowthWindow > c.History:
 		checks = append(checks, fmt.Errorf("--closewait.growth-window=%v: must be positive and at most --detect.history (%v)", c.CloseWaitGrowthWindow, c.History))
+	case c.ForecastHorizon < 0:
+		checks = append(checks, fmt.Errorf("--detect.forecast.horizon=%v: must not be negative", c.ForecastHorizon))
+	case c.ForecastWindow <= 0 || c.ForecastWindow > c.History:
+		checks = append(checks, fmt.Errorf("--detect.forecast.window=%v: must be positive and at most --detect.history (%v)", c.ForecastWindow, c.History))
 	case !(c.SynBaselineFactor >= 1):
 		checks = append(checks, fmt.Errorf("--detect.synrecv.baseline-factor=%v: must be at least 1", c.SynBaselineFactor))
 	case !(c.ResetFactor >= 1):

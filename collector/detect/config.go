@@ -83,6 +83,16 @@ type Config struct {
 	// TimeWaitFor is the For of TCPTimeWaitExhaustion. Default 0.
 	TimeWaitFor time.Duration
 
+	// ForecastHorizon: local ports towards a destination, TIME_WAIT
+	// buckets or orphans that, at the rate they grew over ForecastWindow,
+	// reach their limit within this time fire TCPTimeWaitExhaustion or
+	// TCPOrphanPressure before any share threshold does
+	// [--detect.forecast.horizon, 60s, the life of a TIME_WAIT socket; 0
+	// turns forecasts off]. ForecastWindow [--detect.forecast.window, 10s]
+	// is the span the rate is measured over.
+	ForecastHorizon time.Duration
+	ForecastWindow  time.Duration
+
 	// ResetFactor: OutRsts, EstabResets or TCPAbortOnTimeout per second at
 	// least this many times their baseline rate [--detect.resets.factor, 5]
 	// and at least ResetMinRate [--detect.resets.min-rate, 10] are a storm.
@@ -129,6 +139,8 @@ func DefaultConfig() Config {
 		PortsRatio:         0.8,
 		PortsCriticalRatio: 0.95,
 		TWBucketsRatio:     0.9,
+		ForecastHorizon:    time.Minute,
+		ForecastWindow:     10 * time.Second,
 
 		ResetFactor:  5,
 		ResetMinRate: 10,
@@ -189,6 +201,8 @@ func (c *Config) Validate() error {
 		ratio("ports ratio", c.PortsRatio),
 		ratio("ports critical ratio", c.PortsCriticalRatio),
 		ratio("tw buckets ratio", c.TWBucketsRatio),
+		notNeg("forecast horizon", c.ForecastHorizon),
+		positive("forecast window", c.ForecastWindow),
 		factor("resets factor", c.ResetFactor),
 		nonNeg("resets min rate", c.ResetMinRate),
 		positive("resets recent window", c.ResetRecent),

@@ -487,11 +487,17 @@ func twReusable(reuse int64, d *Destination) bool {
 	return reuse == 1 || (reuse == 2 && (d.Local.IsLoopback() || d.Remote.IsLoopback()))
 }
 
+// forecastCandidates is how many of the most used destinations are
+// forecast even when they hold less than PortsRatio of the ports.
+const forecastCandidates = 16
+
 // TimeWaitExhaustion finds destinations whose outbound sockets hold
 // PortsRatio (warning) or PortsCriticalRatio (critical, an extra finding) of
 // the usable local ports, TIME_WAIT included unless tcp_tw_reuse lets
-// connect() reuse them; and TIME_WAIT sockets at TWBucketsRatio of
-// tcp_max_tw_buckets or TCPTimeWaitOverflow rising (reason=tw_buckets).
+// connect() reuse them, or whose ports, at the rate they grew over
+// ForecastWindow, run out within ForecastHorizon (warning); and TIME_WAIT
+// sockets at TWBucketsRatio of tcp_max_tw_buckets, forecast to reach it
+// within ForecastHorizon, or TCPTimeWaitOverflow rising (reason=tw_buckets).
 func TimeWaitExhaustion(cfg *Config, h *History) []Finding {
 	cur := h.Latest()
 	if cur == nil {
@@ -505,15 +511,14 @@ func TimeWaitExhaustion(cfg *Config, h *History) []Finding {
 		pr := cur.Sysctls.PortRange
 		for i := range cur.Destinations {
 			d := &cur.Destinations[i]
-			if float64(d.Used)/float64(usable) < cfg.PortsRatio {
+			if i >= forecastCandidates && float64(d.Used)/float64(usable) < cfg.PortsRatio {
 				break // sorted by Used: the rest are lower
 			}
-			used := d.Used
-			if twReusable(reuse, d) {
-				used -= d.TimeWait
-			}
+			used := usedPorts(reuse, d)
 			ratio := float64(used) / float64(usable)
-			if ratio < cfg.PortsRatio {
+			fc := destinationForecast(cfg, h, d, reuse, usable)
+			share := ratio >= cfg.PortsRatio
+			if !share && !fc.soon(cfg.ForecastHorizon) {
 				continue
 			}
 			dest := d.Local.String() + " -> " + netip.AddrPortFrom(d.Remote, d.RemotePort).String()
@@ -527,6 +532,14 @@ func TimeWaitExhaustion(cfg *Config, h *History) []Finding {
 				"tcp_tw_reuse":    strconv.FormatInt(reuse, 10),
 				"port_range":      strconv.Itoa(int(pr.Low)) + "-" + strconv.Itoa(int(pr.High)),
 				"sample_age":      fmtDuration(cur.Time.Sub(cur.DestinationsTime)),
+				"trigger":         "share",
+			}
+			forecastEvidence(ev, "ports_per_second", fc)
+			summary := "Local ports towards " + dest + " are running out: " + fmtUint(used) + " of " + strconv.Itoa(usable) + " in use"
+			if !share {
+				ev["trigger"] = "forecast"
+				summary = "Local ports towards " + dest + " run out in " + fmtDuration(fc.ETA) + ": " + fmtUint(used) + " of " +
+					strconv.Itoa(usable) + " in use, " + fmtFloat(fc.Rate) + " more each second"
 			}
 			labels := func() map[string]string {
 				return map[string]string{
@@ -537,17 +550,19 @@ func TimeWaitExhaustion(cfg *Config, h *History) []Finding {
 					"remote_port":    strconv.Itoa(int(d.RemotePort)),
 				}
 			}
+			desc := "Outbound sockets from " + d.Local.String() + " to " + netip.AddrPortFrom(d.Remote, d.RemotePort).String() +
+				" hold " + fmtUint(used) + " of the " + strconv.Itoa(usable) + " usable local ports (" + fmtFloat(100*ratio) +
+				"%), " + fmtUint(d.TimeWait) + " of " + fmtUint(d.Used) + " sockets in TIME_WAIT; connect() to it fails with EADDRNOTAVAIL once none is left."
+			desc += forecastSentence(fc, "They", cfg.ForecastWindow)
 			f := Finding{
-				Alert:    AlertTimeWaitExhaustion,
-				Severity: Warning,
-				Labels:   labels(),
-				Summary:  "Local ports towards " + dest + " are running out: " + fmtUint(used) + " of " + strconv.Itoa(usable) + " in use",
-				Description: "Outbound sockets from " + d.Local.String() + " to " + netip.AddrPortFrom(d.Remote, d.RemotePort).String() +
-					" hold " + fmtUint(used) + " of the " + strconv.Itoa(usable) + " usable local ports (" + fmtFloat(100*ratio) +
-					"%), " + fmtUint(d.TimeWait) + " of " + fmtUint(d.Used) + " sockets in TIME_WAIT; connect() to it fails with EADDRNOTAVAIL once none is left.",
-				Evidence: ev,
-				Value:    ratio,
-				For:      cfg.TimeWaitFor,
+				Alert:       AlertTimeWaitExhaustion,
+				Severity:    Warning,
+				Labels:      labels(),
+				Summary:     summary,
+				Description: desc,
+				Evidence:    ev,
+				Value:       ratio,
+				For:         cfg.TimeWaitFor,
 			}
 			out = append(out, f)
 			if ratio >= cfg.PortsCriticalRatio {
@@ -566,11 +581,14 @@ func TimeWaitExhaustion(cfg *Config, h *History) []Finding {
 	buckets, bOK := cur.Sysctls.Int(procnet.SysctlTCPMaxTWBuckets)
 	overflow, _ := counterRate(previous(h), cur, procnet.FieldTCPTimeWaitOverflow)
 	var ratio float64
+	var fc forecast
 	if twOK && bOK && buckets > 0 {
 		ratio = float64(tw) / float64(buckets)
+		fc = sockstatForecast(cfg, h, procnet.SockstatTCPTimeWait, buckets)
 	}
-	if ratio >= cfg.TWBucketsRatio || overflow > 0 {
+	if ratio >= cfg.TWBucketsRatio || overflow > 0 || fc.soon(cfg.ForecastHorizon) {
 		ev := map[string]string{"time_wait_overflows_per_second": fmtFloat(overflow)}
+		forecastEvidence(ev, "time_wait_per_second", fc)
 		if twOK {
 			ev["time_wait"] = strconv.FormatInt(tw, 10)
 		}
@@ -583,7 +601,7 @@ func TimeWaitExhaustion(cfg *Config, h *History) []Finding {
 			Labels:   map[string]string{"reason": "tw_buckets"},
 			Summary:  "TIME_WAIT sockets at " + ev["time_wait"] + " of tcp_max_tw_buckets " + ev["tcp_max_tw_buckets"],
 			Description: "The namespace holds " + ev["time_wait"] + " TIME_WAIT sockets against tcp_max_tw_buckets " + ev["tcp_max_tw_buckets"] +
-				"; " + fmtFloat(overflow) + " closing connections/s skip TIME_WAIT (TCPTimeWaitOverflow).",
+				"; " + fmtFloat(overflow) + " closing connections/s skip TIME_WAIT (TCPTimeWaitOverflow)." + forecastSentence(fc, "TIME_WAIT sockets", cfg.ForecastWindow),
 			Evidence: ev,
 			Value:    ratio,
 			For:      cfg.TimeWaitFor,
@@ -652,9 +670,11 @@ func ResetStorm(cfg *Config, h *History) []Finding {
 }
 
 // OrphanPressure finds orphaned sockets at OrphanRatio (warning) and
-// OrphanCriticalRatio (critical, an extra finding) of tcp_max_orphans. Both
-// numbers are host-wide and tcp_max_orphans is readable only in the initial
-// namespace, so only the host's sampler can fire it.
+// OrphanCriticalRatio (critical, an extra finding) of tcp_max_orphans, or
+// forecast to reach it within ForecastHorizon at the rate they grew over
+// ForecastWindow (warning). Both numbers are host-wide and tcp_max_orphans
+// is readable only in the initial namespace, so only the host's sampler can
+// fire it.
 func OrphanPressure(cfg *Config, h *History) []Finding {
 	cur := h.Latest()
 	if cur == nil {
@@ -666,28 +686,37 @@ func OrphanPressure(cfg *Config, h *History) []Finding {
 		return nil
 	}
 	ratio := float64(orphans) / float64(limit)
+	fc := sockstatForecast(cfg, h, procnet.SockstatTCPOrphan, limit)
 	var out []Finding
 	for _, tier := range []struct {
 		sev Severity
 		at  float64
 	}{{Warning, cfg.OrphanRatio}, {Critical, cfg.OrphanCriticalRatio}} {
+		trigger := "share"
 		if ratio < tier.at {
-			continue
+			if tier.sev != Warning || !fc.soon(cfg.ForecastHorizon) {
+				continue
+			}
+			trigger = "forecast"
 		}
+		ev := map[string]string{
+			"orphans":         strconv.FormatInt(orphans, 10),
+			"tcp_max_orphans": strconv.FormatInt(limit, 10),
+			"ratio":           fmtFloat(ratio),
+			"trigger":         trigger,
+		}
+		forecastEvidence(ev, "orphans_per_second", fc)
 		out = append(out, Finding{
 			Alert:    AlertOrphanPressure,
 			Severity: tier.sev,
 			Labels:   map[string]string{},
 			Summary:  "Orphaned sockets at " + fmtFloat(100*ratio) + "% of tcp_max_orphans",
 			Description: "The host holds " + strconv.FormatInt(orphans, 10) + " orphaned TCP sockets against tcp_max_orphans " +
-				strconv.FormatInt(limit, 10) + "; past the limit (reached sooner under memory pressure) the kernel resets closing connections.",
-			Evidence: map[string]string{
-				"orphans":         strconv.FormatInt(orphans, 10),
-				"tcp_max_orphans": strconv.FormatInt(limit, 10),
-				"ratio":           fmtFloat(ratio),
-			},
-			Value: ratio,
-			For:   cfg.OrphanFor,
+				strconv.FormatInt(limit, 10) + "; past the limit (reached sooner under memory pressure) the kernel resets closing connections." +
+				forecastSentence(fc, "Orphaned sockets", cfg.ForecastWindow),
+			Evidence: ev,
+			Value:    ratio,
+			For:      cfg.OrphanFor,
 		})
 	}
 	return out

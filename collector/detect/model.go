@@ -119,6 +119,9 @@ type Summary struct {
 	// DestinationsTime, most used first.
 	Destinations     []Destination
 	DestinationsTime time.Time
+	// DestinationsTruncated says Destinations is cut short: a destination
+	// absent from it may still hold ports.
+	DestinationsTruncated bool
 	// TimeWait is the number of TIME_WAIT sockets in the latest full sample.
 	TimeWait uint64
 	// CloseWait groups the CLOSE_WAIT sockets by local port and command.
