@@ -190,6 +190,10 @@ func leaks() *dashboard {
 		q(sel(`topk(20, tcpstate_destination_local_ports_used{{SEL}})`, selNode), "{{instance}} {{local_address}} -> {{remote_address}}:{{remote_port}}"),
 		q(sel(`max by (instance) (tcpstate_local_ports_usable{{SEL}})`, selNode), "{{instance}} usable"),
 	}, withDashedRegexp(".* usable$")))
+	l.add(24, 8, timeseries("Local port use a minute ahead (top 20)", []target{
+		q(sel(`topk(20, predict_linear(destination:tcpstate_local_ports_used:ratio{{SEL}}[2m], 60))`, selNode), "{{instance}} {{local_address}} -> {{remote_address}}:{{remote_port}}"),
+	}, withUnit("percentunit"), withThresholds(steps(1.0, "red"), "line"),
+		withDescription("Port use towards each destination a minute from now at the rate of the last 2 minutes. A TIME_WAIT socket holds its port for 60 s, so churn that reaches 100% here exhausts the range before the first ports are freed (TCPTimeWaitExhaustion, reason local_ports_forecast).")))
 	l.add(12, 8, timeseries("TIME_WAIT per destination (top 20)", []target{
 		q(sel(`topk(20, tcpstate_destination_time_wait{{SEL}})`, selNode), "{{instance}} {{local_address}} -> {{remote_address}}:{{remote_port}}"),
 	}))
