@@ -509,6 +509,7 @@ func TimeWaitExhaustion(cfg *Config, h *History) []Finding {
 	if ok && usable > 0 && fresh {
 		reuse, _ := cur.Sysctls.Int(procnet.SysctlTCPTWReuse)
 		pr := cur.Sysctls.PortRange
+		start := destinationsStart(cfg, h)
 		for i := range cur.Destinations {
 			d := &cur.Destinations[i]
 			if i >= forecastCandidates && float64(d.Used)/float64(usable) < cfg.PortsRatio {
@@ -516,8 +517,8 @@ func TimeWaitExhaustion(cfg *Config, h *History) []Finding {
 			}
 			used := usedPorts(reuse, d)
 			ratio := float64(used) / float64(usable)
-			fc := destinationForecast(cfg, h, d, reuse, usable)
 			share := ratio >= cfg.PortsRatio
+			fc := destinationForecast(cfg, start, cur, d, used, reuse, usable, !share)
 			if !share && !fc.soon(cfg.ForecastHorizon) {
 				continue
 			}

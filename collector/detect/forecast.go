@@ -47,26 +47,32 @@ func (f forecast) soon(horizon time.Duration) bool {
 }
 
 // windowStart returns the oldest summary of h taken within the forecast
-// window before cur, with ok true when one exists that is old enough to
-// measure a rate over, and for which keep is true.
+// window before the newest, by the time at gives, for which keep is true;
+// ok is false when there is none or it is too recent to measure a rate
+// over.
 func windowStart(cfg *Config, h *History, at func(*Summary) time.Time, keep func(*Summary) bool) (*Summary, bool) {
-	cur := h.Latest()
-	now := at(cur)
+	now := at(h.Latest())
 	if now.IsZero() {
 		return nil, false
 	}
-	for i := 0; i < h.Len()-1; i++ {
+	var start *Summary
+	for i := h.Len() - 2; i >= 0; i-- {
 		s := h.At(i)
 		t := at(s)
-		if t.IsZero() || now.Sub(t) > cfg.ForecastWindow || !keep(s) {
+		if t.IsZero() {
 			continue
 		}
-		if now.Sub(t) < minForecastSpan {
-			return nil, false
+		if now.Sub(t) > cfg.ForecastWindow {
+			break
 		}
-		return s, true
+		if keep(s) {
+			start = s
+		}
 	}
-	return nil, false
+	if start == nil || now.Sub(at(start)) < minForecastSpan {
+		return nil, false
+	}
+	return start, true
 }
 
 // destinationsAt is when a summary's destinations were counted.
@@ -84,15 +90,30 @@ func usedPorts(reuse int64, d *Destination) uint64 {
 	return d.Used
 }
 
-// destinationForecast forecasts when the ports towards d run out of usable
-// ones, from the ports d held at the start of the forecast window. A
-// destination absent then held none, unless the list was cut short
-// (DestinationsTruncated), when it held at most as many as the least used
-// one listed: the forecast then errs towards a lower rate.
-func destinationForecast(cfg *Config, h *History, d *Destination, reuse int64, usable int) forecast {
+// destinationsStart returns the summary whose destinations start the
+// forecast window, nil when there is none.
+func destinationsStart(cfg *Config, h *History) *Summary {
 	cur := h.Latest()
-	old, ok := windowStart(cfg, h, destinationsAt, func(*Summary) bool { return true })
-	if !ok || !old.DestinationsTime.Before(cur.DestinationsTime) {
+	old, ok := windowStart(cfg, h, destinationsAt, func(s *Summary) bool { return s.DestinationsTime.Before(cur.DestinationsTime) })
+	if !ok {
+		return nil
+	}
+	return old
+}
+
+// destinationForecast forecasts when the ports towards d, used of them
+// now, run out of usable ones, from the ports d held in old (the window's
+// start, nil for none). A destination absent from old held none, unless
+// the list was cut short (DestinationsTruncated), when it held at most as
+// many as the least used one listed: the forecast then errs towards a lower
+// rate. With need set, a destination that cannot reach the limit within
+// the horizon even had it held no port in old is not looked up.
+func destinationForecast(cfg *Config, old, cur *Summary, d *Destination, used uint64, reuse int64, usable int, need bool) forecast {
+	if old == nil {
+		return forecast{}
+	}
+	span := cur.DestinationsTime.Sub(old.DestinationsTime)
+	if need && (cfg.ForecastHorizon <= 0 || float64(used)/span.Seconds()*cfg.ForecastHorizon.Seconds() < float64(usable)-float64(used)) {
 		return forecast{}
 	}
 	var before uint64
@@ -106,7 +127,7 @@ func destinationForecast(cfg *Config, h *History, d *Destination, reuse int64, u
 	if !found && old.DestinationsTruncated && len(old.Destinations) > 0 {
 		before = old.Destinations[len(old.Destinations)-1].Used
 	}
-	return project(float64(before), float64(usedPorts(reuse, d)), float64(usable), cur.DestinationsTime.Sub(old.DestinationsTime))
+	return project(float64(before), float64(used), float64(usable), span)
 }
 
 // sockstatForecast forecasts when sockstat field f reaches limit.

@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -159,5 +160,39 @@ func TestProjectEdges(t *testing.T) {
 		if f.OK != tc.ok || f.ETA != tc.eta {
 			t.Errorf("project(%v, %v, %v, %v) = %+v, want ok %v eta %v", tc.old, tc.cur, tc.limit, tc.span, f, tc.ok, tc.eta)
 		}
+	}
+}
+
+// BenchmarkTimeWaitExhaustionForecast evaluates the detector on a full
+// history (10 minutes at one sample a second) whose samples each hold the
+// most destinations a sample keeps (1000). "steady": ports grow by one a
+// second, too slowly for any forecast, so none is looked up; "churning":
+// they grow by 100 a second, the worst case, where each of the 16
+// candidates is looked up among 1000 destinations of the window's start.
+func BenchmarkTimeWaitExhaustionForecast(b *testing.B) {
+	for _, bc := range []struct {
+		name   string
+		growth uint64
+	}{{"steady", 1}, {"churning", 100}} {
+		b.Run(bc.name, func(b *testing.B) {
+			cfg := DefaultConfig()
+			const n = 1000
+			h := NewHistory(cfg.History, 602)
+			for i := range 600 {
+				s := Summary{Time: t0.Add(time.Duration(i) * time.Second), Sysctls: baseSysctls()}
+				s.Sysctls.PortRange = procnet.PortRange{Low: 32768, High: 60999}
+				s.Destinations = make([]Destination, n)
+				for j := range s.Destinations {
+					s.Destinations[j] = Destination{DestinationKey: DestinationKey{Family: 2, Local: netip.AddrFrom4([4]byte{10, 0, 0, 1}),
+						Remote: netip.AddrFrom4([4]byte{10, 1, byte(j >> 8), byte(j)}), RemotePort: 443}, Used: uint64(n-j) + bc.growth*uint64(i%60)}
+				}
+				s.DestinationsTime = s.Time
+				h.Push(s)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				TimeWaitExhaustion(&cfg, h)
+			}
+		})
 	}
 }
