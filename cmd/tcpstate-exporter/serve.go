@@ -69,6 +69,9 @@ const (
 	// at once; exporter-toolkit runs one bcrypt comparison at a time, so
 	// more would only queue on its lock.
 	authConcurrency = 2
+	// authPerSource is the number of requests with unknown credentials
+	// one client address may have checked (or waiting) at once.
+	authPerSource = 1
 	// authWait is how long a request with unknown credentials waits for
 	// a check before it is answered 429.
 	authWait = 200 * time.Millisecond
@@ -109,7 +112,7 @@ func newWebMetrics() *webMetrics {
 	return &webMetrics{
 		throttled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tcpstate_http_auth_throttled_total",
-			Help: "Requests with credentials not yet seen to pass, answered 429 without a password check because other checks held every place for 200ms.",
+			Help: "Requests with credentials not yet seen to pass, answered 429 without a password check because other checks from the same address, or from all, held every place.",
 		}),
 		evicted: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "tcpstate_http_connections_evicted_total",
@@ -221,7 +224,7 @@ func newWebServer(ls []net.Listener, h http.Handler, cfg *config, logger *slog.L
 	}
 	m.maxConns.Set(float64(maxConns))
 	errorLog := slog.NewLogLogger(logger.With("component", "http").Handler(), slog.LevelWarn)
-	auth := &authLimiter{slots: make(chan struct{}, authConcurrency), wait: authWait, known: map[[32]byte]time.Time{}, throttled: m.throttled}
+	auth := &authLimiter{slots: make(chan struct{}, authConcurrency), wait: authWait, known: map[[32]byte]time.Time{}, perSource: map[string]int{}, throttled: m.throttled}
 	for _, l := range ls {
 		probe, err := toolkitSetup(l.Addr(), markAuthenticated(h), cfg.web, logger)
 		if err != nil {
@@ -341,18 +344,22 @@ func markAuthenticated(h http.Handler) http.Handler {
 // authLimiter bounds the password checks that requests with credentials
 // cause in exporter-toolkit (bcrypt, one at a time behind a lock, a few
 // tens of milliseconds each): at most authConcurrency such requests are
-// inside at once; one that finds no room within authWait gets 429 and is
-// counted. Credentials that passed recently (remembered by the SHA-256 of
-// the Authorization header, never in clear) skip the bound, so that a
-// flood of wrong passwords cannot starve a scraper that authenticated
-// before; they are still checked by exporter-toolkit every time.
+// inside at once, and at most authPerSource from one client address; one
+// that finds no room (at once for its address, within authWait overall)
+// gets 429 and is counted. So a flood from one address holds one place
+// and leaves the other to everyone else. Credentials that passed recently
+// (remembered by the SHA-256 of the Authorization header, never in clear)
+// skip the bound, so that a flood of wrong passwords cannot starve a
+// scraper that authenticated before; exporter-toolkit still checks them
+// every time.
 type authLimiter struct {
 	slots     chan struct{}
 	wait      time.Duration
 	throttled prometheus.Counter
 
-	mu    sync.Mutex
-	known map[[32]byte]time.Time // accepted credentials -> when last accepted
+	mu        sync.Mutex
+	known     map[[32]byte]time.Time // accepted credentials -> when last accepted
+	perSource map[string]int         // client address -> unknown credentials in check
 }
 
 func (a *authLimiter) wrap(next http.Handler) http.Handler {
@@ -364,15 +371,22 @@ func (a *authLimiter) wrap(next http.Handler) http.Handler {
 		}
 		key := sha256.Sum256([]byte(cred))
 		if !a.isKnown(key) {
+			src, _, err := net.SplitHostPort(r.RemoteAddr)
+			if err != nil {
+				src = r.RemoteAddr
+			}
+			if !a.enter(src) {
+				a.reject(w)
+				return
+			}
+			defer a.leave(src)
 			t := time.NewTimer(a.wait)
 			select {
 			case a.slots <- struct{}{}:
 				t.Stop()
 				defer func() { <-a.slots }()
 			case <-t.C:
-				a.throttled.Inc()
-				w.Header().Set("Retry-After", "1")
-				http.Error(w, "Too many authentication attempts in progress.", http.StatusTooManyRequests)
+				a.reject(w)
 				return
 			case <-r.Context().Done():
 				t.Stop()
@@ -383,6 +397,32 @@ func (a *authLimiter) wrap(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), authPassedKey{}, passed)))
 		a.remember(key, passed.ok)
 	})
+}
+
+// reject answers 429 and counts it.
+func (a *authLimiter) reject(w http.ResponseWriter) {
+	a.throttled.Inc()
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, "Too many authentication attempts in progress.", http.StatusTooManyRequests)
+}
+
+// enter takes one of src's places, if it has one free.
+func (a *authLimiter) enter(src string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.perSource[src] >= authPerSource {
+		return false
+	}
+	a.perSource[src]++
+	return true
+}
+
+func (a *authLimiter) leave(src string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.perSource[src]--; a.perSource[src] <= 0 {
+		delete(a.perSource, src)
+	}
 }
 
 func (a *authLimiter) isKnown(key [32]byte) bool {
