@@ -1,0 +1,113 @@
+package main
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestConnBudget(t *testing.T) {
+	for _, tc := range []struct {
+		want, listeners int
+		nofile          uint64
+		got             int
+	}{
+		{64, 1, 1 << 20, 64},   // the usual: the runtime raised the soft limit
+		{64, 1, 0, 64},         // unknown limit
+		{64, 1, 1 << 40, 64},   // unlimited
+		{64, 1, 64, 32},        // the probe's limit: 32 kept for the rest
+		{64, 2, 64, 16},        // shared between listeners
+		{64, 1, 96, 64},        // fits exactly
+		{64, 1, 20, 1},         // never below one
+		{1000, 1, 1024, 992},   // a 1024 limit
+		{10, 3, 1 << 20, 10},   // the flag when it fits
+		{64, 0, 64, 64},        // no listeners: nothing to share
+		{5, 1, fdReserve, 1},   // nothing left but one
+		{64, 4, 1 << 10, 64},   // 1024 over four listeners: 248 each
+		{300, 4, 1 << 10, 248}, // ... and the flag above it
+	} {
+		if got := connBudget(tc.want, tc.listeners, tc.nofile); got != tc.got {
+			t.Errorf("connBudget(%d, %d, %d) = %d, want %d", tc.want, tc.listeners, tc.nofile, got, tc.got)
+		}
+	}
+}
+
+// TestAuthLimiter checks the bound in process: with both places held by
+// slow checks, a request with new credentials is answered 429 within the
+// wait and counted, a second one from the same address at once; known
+// credentials pass; requests without credentials are never held.
+func TestAuthLimiter(t *testing.T) {
+	release := make(chan struct{})
+	var entered sync.WaitGroup
+	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pass, _ := r.BasicAuth(); pass == "slow" {
+			entered.Done()
+			<-release
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		if p, ok := r.Context().Value(authPassedKey{}).(*authPassed); ok {
+			p.ok = true // as markAuthenticated does once the toolkit lets it in
+		}
+	})
+	throttled := prometheus.NewCounter(prometheus.CounterOpts{Name: "t"})
+	a := &authLimiter{slots: make(chan struct{}, 2), wait: 100 * time.Millisecond, known: map[[32]byte]time.Time{}, perSource: map[string]int{}, throttled: throttled}
+	h := a.wrap(inner)
+	req := func(addr, pass string) *http.Request {
+		r := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		r.RemoteAddr = addr
+		if pass != "" {
+			r.SetBasicAuth("u", pass)
+		}
+		return r
+	}
+	serve := func(r *http.Request) int {
+		rr := httptest.NewRecorder()
+		h.ServeHTTP(rr, r)
+		return rr.Code
+	}
+
+	if code := serve(req("10.0.0.9:1", "good")); code != http.StatusOK {
+		t.Fatalf("good credentials: %d", code)
+	}
+	// Two slow checks from two addresses hold both places.
+	entered.Add(2)
+	var wg sync.WaitGroup
+	for _, addr := range []string{"10.0.0.1:1", "10.0.0.2:1"} {
+		wg.Go(func() { serve(req(addr, "slow")) })
+	}
+	entered.Wait()
+	start := time.Now()
+	if code := serve(req("10.0.0.3:1", "new")); code != http.StatusTooManyRequests {
+		t.Errorf("new credentials with every place held: %d, want 429", code)
+	}
+	if el := time.Since(start); el < 100*time.Millisecond || el > 5*time.Second {
+		t.Errorf("429 after %v, want after the 100ms wait", el)
+	}
+	start = time.Now()
+	if code := serve(req("10.0.0.1:2", "other")); code != http.StatusTooManyRequests {
+		t.Errorf("second check from one address: %d, want 429", code)
+	}
+	if el := time.Since(start); el > 50*time.Millisecond {
+		t.Errorf("second check from one address answered after %v, want at once", el)
+	}
+	if code := serve(req("10.0.0.4:1", "good")); code != http.StatusOK {
+		t.Errorf("known credentials with every place held: %d, want 200", code)
+	}
+	if code := serve(req("10.0.0.4:1", "")); code != http.StatusOK {
+		t.Errorf("no credentials with every place held: %d, want 200", code)
+	}
+	if v := testutil.ToFloat64(throttled); v != 2 {
+		t.Errorf("throttled = %v, want 2", v)
+	}
+	close(release)
+	wg.Wait()
+	if code := serve(req("10.0.0.3:1", "new")); code != http.StatusOK {
+		t.Errorf("new credentials with the places free: %d, want 200", code)
+	}
+}
