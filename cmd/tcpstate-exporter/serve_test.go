@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bufio"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -109,5 +112,97 @@ func TestAuthLimiter(t *testing.T) {
 	wg.Wait()
 	if code := serve(req("10.0.0.3:1", "new")); code != http.StatusOK {
 		t.Errorf("new credentials with the places free: %d, want 200", code)
+	}
+}
+
+// TestConnLimiterEvictsIdle serves through a connLimiter of two places:
+// two idle keep-alive clients fill it, a third client closes the one idle
+// the longest and is served, and a connection in a request is never
+// closed for room.
+func TestConnLimiterEvictsIdle(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newWebMetrics()
+	cl := newConnLimiter(ln, 2, m)
+	block := make(chan struct{})
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/block" {
+				<-block
+			}
+		}),
+		ConnState: cl.connState,
+	}
+	go srv.Serve(cl)
+	defer srv.Close()
+	addr := ln.Addr().String()
+
+	// request sends GET path on c and reads the answer's status line.
+	request := func(c net.Conn, path string) error {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return nil
+	}
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	closed := func(c net.Conn) bool {
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		ne, ok := err.(net.Error)
+		return err != nil && !(ok && ne.Timeout())
+	}
+
+	first, second := dial(), dial()
+	if err := request(first, "/"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if err := request(second, "/"); err != nil {
+		t.Fatal(err)
+	}
+	third := dial()
+	if err := request(third, "/"); err != nil {
+		t.Fatalf("third client with two idle ones holding the places: %v", err)
+	}
+	if !closed(first) {
+		t.Error("the connection idle the longest is still open")
+	}
+	if v := testutil.ToFloat64(m.evicted); v != 1 {
+		t.Errorf("evicted = %v, want 1", v)
+	}
+
+	// second blocks in a request; third is idle: a fourth client closes
+	// third, never second.
+	errc := make(chan error, 1)
+	go func() { errc <- request(second, "/block") }()
+	time.Sleep(100 * time.Millisecond)
+	fourth := dial()
+	if err := request(fourth, "/"); err != nil {
+		t.Fatalf("fourth client: %v", err)
+	}
+	if !closed(third) {
+		t.Error("the idle connection was not the one closed")
+	}
+	close(block)
+	if err := <-errc; err != nil {
+		t.Errorf("the connection in a request was closed: %v", err)
+	}
+	if v := testutil.ToFloat64(m.conns); v != 2 {
+		t.Errorf("tcpstate_http_connections = %v, want 2", v)
 	}
 }
