@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -165,13 +166,12 @@ func listen(flags *web.FlagConfig, logger *slog.Logger) ([]net.Listener, error) 
 		var l net.Listener
 		var err error
 		if rest, ok := strings.CutPrefix(addr, "vsock://"); ok {
-			var port uint32
 			if _, p, serr := net.SplitHostPort(rest); serr != nil {
 				err = serr
-			} else if _, serr := fmt.Sscanf(p, "%d", &port); serr != nil {
-				err = fmt.Errorf("vsock port %q: %w", p, serr)
+			} else if port, perr := strconv.ParseUint(p, 10, 32); perr != nil {
+				err = fmt.Errorf("vsock port %q: %w", p, perr)
 			} else {
-				l, err = vsock.Listen(port, nil)
+				l, err = vsock.Listen(uint32(port), nil)
 			}
 		} else {
 			l, err = net.Listen("tcp", addr)
