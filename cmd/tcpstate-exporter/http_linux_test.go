@@ -129,18 +129,28 @@ func metricValue(t *testing.T, c *http.Client, name string) float64 {
 	return v
 }
 
+// httpExporter runs the exporter in a new namespace, behind wrapper (may
+// be nil), listening on exporterAddr with args, and waits until it is
+// ready over plain HTTP. The context ends with the test.
+func httpExporter(t *testing.T, wrapper []string, args ...string) (context.Context, *fixture.Netns, *exporterProc, *http.Client) {
+	t.Helper()
+	bin := exporterBinary(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	ns := fixture.NewNetnsPrefix(t, hardenNetnsPrefix)
+	p := startExporter(t, ctx, ns, bin, wrapper, append([]string{"--web.listen-address=" + exporterAddr}, args...)...)
+	c := &http.Client{Timeout: 20 * time.Second, Transport: nsTransport(ns, nil)}
+	waitReady(t, p, c, "http://"+exporterAddr, "", "")
+	c.CloseIdleConnections()
+	return ctx, ns, p, c
+}
+
 // TestHTTPIdleConnectionsBounded is the probe's 3000 idle keep-alive
 // clients with the default flags: the exporter holds at most
 // --web.max-connections (64) of them, so its descriptors and goroutines
 // stay flat, every client is still answered, and a scrape gets through.
 func TestHTTPIdleConnectionsBounded(t *testing.T) {
-	bin := exporterBinary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	ns := fixture.NewNetnsPrefix(t, hardenNetnsPrefix)
-	p := startExporter(t, ctx, ns, bin, nil, "--web.listen-address="+exporterAddr)
-	c := &http.Client{Timeout: 20 * time.Second, Transport: nsTransport(ns, nil)}
-	waitReady(t, p, c, "http://"+exporterAddr, "", "")
+	ctx, ns, p, c := httpExporter(t, nil)
 	pid := p.cmd.Process.Pid
 	baseFDs := openFDs(t, pid)
 	baseG := metricValue(t, c, "go_goroutines")
@@ -175,14 +185,7 @@ func TestHTTPIdleConnectionsBounded(t *testing.T) {
 // --web.max-connections) and checks that the server closes every one of
 // them after --web.idle-timeout, returning to its descriptor count.
 func TestHTTPIdleTimeout(t *testing.T) {
-	bin := exporterBinary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	ns := fixture.NewNetnsPrefix(t, hardenNetnsPrefix)
-	p := startExporter(t, ctx, ns, bin, nil, "--web.listen-address="+exporterAddr, "--web.idle-timeout=2s", "--web.max-connections=1000")
-	c := &http.Client{Timeout: 20 * time.Second, Transport: nsTransport(ns, nil)}
-	waitReady(t, p, c, "http://"+exporterAddr, "", "")
-	c.CloseIdleConnections()
+	ctx, ns, p, _ := httpExporter(t, nil, "--web.idle-timeout=2s", "--web.max-connections=1000")
 	pid := p.cmd.Process.Pid
 	baseFDs := openFDs(t, pid)
 
@@ -214,13 +217,7 @@ func TestHTTPReachableUnderFDLimit(t *testing.T) {
 	if err != nil {
 		t.Skip("prlimit (util-linux) is not installed: " + err.Error())
 	}
-	bin := exporterBinary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	ns := fixture.NewNetnsPrefix(t, hardenNetnsPrefix)
-	p := startExporter(t, ctx, ns, bin, []string{prlimit, "--nofile=64:64"}, "--web.listen-address="+exporterAddr)
-	c := &http.Client{Timeout: 20 * time.Second, Transport: nsTransport(ns, nil)}
-	waitReady(t, p, c, "http://"+exporterAddr, "", "")
+	ctx, ns, p, c := httpExporter(t, []string{prlimit, "--nofile=64:64"})
 	pid := p.cmd.Process.Pid
 	t.Logf("exporter pid %d: %d fds when ready", pid, openFDs(t, pid))
 	limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
@@ -309,14 +306,8 @@ func slowRequest(ctx context.Context, ns *fixture.Netns, head string, interval t
 // answered and the connection closed at once), and headers are cut at
 // --web.read-timeout.
 func TestHTTPSlowClientsCut(t *testing.T) {
-	bin := exporterBinary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	ns := fixture.NewNetnsPrefix(t, hardenNetnsPrefix)
 	const readTimeout = 2 * time.Second
-	p := startExporter(t, ctx, ns, bin, nil, "--web.listen-address="+exporterAddr, "--web.read-timeout="+readTimeout.String())
-	c := &http.Client{Timeout: 20 * time.Second, Transport: nsTransport(ns, nil)}
-	waitReady(t, p, c, "http://"+exporterAddr, "", "")
+	ctx, ns, _, _ := httpExporter(t, nil, "--web.read-timeout="+readTimeout.String())
 
 	const limit = 15 * time.Second
 	for _, tc := range []struct {
@@ -346,14 +337,7 @@ func TestHTTPSlowClientsCut(t *testing.T) {
 // slow-header clients are connected: the exporter exits 0 within the
 // shutdown bound (2s) instead of waiting for them.
 func TestHTTPShutdownUnderSlowClients(t *testing.T) {
-	bin := exporterBinary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	ns := fixture.NewNetnsPrefix(t, hardenNetnsPrefix)
-	p := startExporter(t, ctx, ns, bin, nil, "--web.listen-address="+exporterAddr)
-	c := &http.Client{Timeout: 20 * time.Second, Transport: nsTransport(ns, nil)}
-	waitReady(t, p, c, "http://"+exporterAddr, "", "")
-	c.CloseIdleConnections()
+	ctx, ns, p, _ := httpExporter(t, nil)
 
 	var wg sync.WaitGroup
 	for i := range 40 {
@@ -388,14 +372,8 @@ func TestHTTPShutdownUnderSlowClients(t *testing.T) {
 // every endpoint (405 with Allow: GET, HEAD), and a 1 MB state to /alerts
 // (400 with a fixed message).
 func TestHTTPMethodsAndErrorBodies(t *testing.T) {
-	bin := exporterBinary(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	ns := fixture.NewNetnsPrefix(t, hardenNetnsPrefix)
-	p := startExporter(t, ctx, ns, bin, nil, "--web.listen-address="+exporterAddr)
-	c := &http.Client{Timeout: 20 * time.Second, Transport: nsTransport(ns, nil)}
+	_, _, _, c := httpExporter(t, nil)
 	base := "http://" + exporterAddr
-	waitReady(t, p, c, base, "", "")
 
 	for _, path := range []string{"/metrics", "/alerts", "/-/healthy", "/-/ready", "/", "/no-such-page"} {
 		for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodTrace, http.MethodPatch, http.MethodOptions, "PROPFIND"} {
