@@ -35,6 +35,8 @@ type agent struct {
 	// hostSampler is the host-mode Sampler, nil in --netns=all mode.
 	hostSampler *collector.Sampler
 	mgr         *netns.Manager
+	// web counts what the HTTP server refuses or closes.
+	web *webMetrics
 }
 
 func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
@@ -49,7 +51,8 @@ func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
 }
 
 func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
-	a := &agent{cfg: cfg, logger: logger, registry: prometheus.NewRegistry()}
+	a := &agent{cfg: cfg, logger: logger, registry: prometheus.NewRegistry(), web: newWebMetrics()}
+	a.registry.MustRegister(a.web.collectors()...)
 	var labelNames []string
 	switch cfg.netns {
 	case "all":

@@ -31,6 +31,11 @@ func TestBadFlagsExitTwo(t *testing.T) {
 		{[]string{"--detect.ports.ratio=2"}, "--detect.ports.ratio"},
 		{[]string{"--web.config.file=/nonexistent/web.yml"}, "--web.config.file"},
 		{[]string{"--sample.cpu-budget", "lots"}, "--sample.cpu-budget"},
+		{[]string{"--web.max-connections=0"}, "--web.max-connections"},
+		{[]string{"--web.read-timeout=0s"}, "--web.read-timeout"},
+		{[]string{"--web.write-timeout=-1s"}, "--web.write-timeout"},
+		{[]string{"--web.idle-timeout=0s"}, "--web.idle-timeout"},
+		{[]string{"--web.idle-timeout=soon"}, "--web.idle-timeout"},
 	}
 	for _, tc := range tests {
 		var stdout, stderr bytes.Buffer

@@ -152,7 +152,7 @@ func TestLoadConcurrentScrapers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	p := startExporter(t, ctx, ns, bin, nil, "--web.listen-address="+exporterAddr,
-		"--sample.interval="+loadInterval.String(), "--web.max-requests=0")
+		"--sample.interval="+loadInterval.String(), "--web.max-requests=0", "--web.max-connections=1000")
 	pid := p.cmd.Process.Pid
 	base := "http://" + exporterAddr
 

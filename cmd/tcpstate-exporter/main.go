@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -43,6 +43,7 @@ type config struct {
 	maxRequests   int
 	method        string
 	web           *web.FlagConfig
+	webLimits     webLimits
 	log           *promslog.Config
 	alerts        alertsConfig
 	detect        detectFlags
@@ -74,6 +75,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*config, string, error
 	app.Flag("diag.method", "sock_diag request: auto (one legacy walk for both families), legacy, or v2 (one request per family).").Default("auto").EnumVar(&cfg.method, "auto", "legacy", "v2")
 	app.Flag("web.max-requests", "Maximum number of concurrent /metrics requests; 0 means no limit (a scrape only reads the latest sample).").Default("0").IntVar(&cfg.maxRequests)
 	cfg.web = webflag.AddFlags(app, ":9874")
+	addWebLimitFlags(app, &cfg.webLimits)
 	promslogflag.AddFlags(app, cfg.log)
 	addAlertFlags(app, &cfg.alerts)
 	addDetectFlags(app, &cfg.detect)
@@ -145,6 +147,9 @@ func (c *config) validate() error {
 	case c.maxRequests < 0:
 		return fmt.Errorf("--web.max-requests=%d: must be 0 (no limit) or more", c.maxRequests)
 	}
+	if err := c.webLimits.validate(); err != nil {
+		return err
+	}
 	if f := c.webConfigFile(); f != "" {
 		// Checked before serving: exporter-toolkit would otherwise report
 		// it only once listening, without naming the file.
@@ -194,30 +199,65 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP would end the process; it rechecks the web config instead.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	a, err := newAgent(cfg, logger)
 	if err != nil {
 		logger.Error("setting up", "err", err)
 		return 1
 	}
+	listeners, err := listen(cfg.web, logger)
+	if err != nil {
+		logger.Error("HTTP listen", "err", err)
+		return 1
+	}
+	ws, err := newWebServer(listeners, a.handler(), cfg, logger, a.web)
+	if err != nil {
+		for _, l := range listeners {
+			l.Close()
+		}
+		logger.Error("HTTP server setup", "err", err)
+		return 1
+	}
 	go a.run(ctx)
-
-	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
-	go func() { errc <- web.ListenAndServe(srv, cfg.web, logger) }()
+	go func() { errc <- ws.serve() }()
 	logger.Info("starting tcpstate-exporter", "version", version.Info(), "netns", cfg.netns, "interval", cfg.interval, "cpu_budget", cfg.budget)
 
-	select {
-	case err := <-errc:
-		logger.Error("HTTP server failed", "err", err)
-		return 1
-	case <-ctx.Done():
+	for {
+		select {
+		case err := <-errc:
+			logger.Error("HTTP server failed", "err", err)
+			return 1
+		case <-hup:
+			reloadWebConfig(cfg, logger)
+			continue
+		case <-ctx.Done():
+		}
+		break
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		logger.Error("HTTP shutdown", "err", err)
-	}
+	ws.shutdown()
 	logger.Info("stopped")
 	return 0
+}
+
+// reloadWebConfig answers SIGHUP. exporter-toolkit rereads the web config
+// file for every request (users, headers) and every TLS handshake
+// (certificates, TLS settings), so a changed file already applies; the
+// signal checks it and says so in one line. Whether TLS is on, HTTP/2 and
+// the rate limit are fixed at start.
+func reloadWebConfig(cfg *config, logger *slog.Logger) {
+	f := cfg.webConfigFile()
+	if f == "" {
+		logger.Info("SIGHUP: nothing to reload (no --web.config.file)")
+		return
+	}
+	if err := web.Validate(f); err != nil {
+		logger.Error("SIGHUP: web config is invalid; requests and TLS handshakes fail until it is fixed", "file", f, "err", strings.Join(strings.Fields(err.Error()), " "))
+		return
+	}
+	logger.Info("SIGHUP: web config is valid; it is reread at every request and TLS handshake", "file", f)
 }

@@ -2,7 +2,7 @@ package alerts
 
 import (
 	"encoding/json"
-	"fmt"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -30,6 +30,10 @@ type apiResponse struct {
 	Error     string     `json:"error,omitempty"`
 }
 
+// errBadState is the one answer to a state parameter other than pending or
+// firing.
+var errBadState = errors.New("state must be pending or firing")
+
 // formatValue formats an alert value as Prometheus's API does.
 func formatValue(v float64) string { return strconv.FormatFloat(v, 'e', -1, 64) }
 
@@ -40,7 +44,8 @@ func AlertsResponse(alerts []Alert, state string) ([]byte, error) {
 	switch state {
 	case "", "pending", "firing":
 	default:
-		return nil, fmt.Errorf("state=%q: must be pending or firing", state)
+		// The value is not repeated: an error never echoes its input.
+		return nil, errBadState
 	}
 	list := make([]apiAlert, 0, len(alerts))
 	for _, a := range alerts {
@@ -71,7 +76,7 @@ func Handler(e *Engine) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
-			writeJSON(w, http.StatusMethodNotAllowed, apiResponse{Status: "error", ErrorType: "bad_data", Error: "method " + r.Method + " not allowed"})
+			writeJSON(w, http.StatusMethodNotAllowed, apiResponse{Status: "error", ErrorType: "bad_data", Error: "method not allowed; use GET or HEAD"})
 			return
 		}
 		body, err := AlertsResponse(e.Alerts(), r.URL.Query().Get("state"))

@@ -102,3 +102,27 @@ func TestFormatValue(t *testing.T) {
 		}
 	}
 }
+
+// TestAlertsErrorDoesNotEchoInput sends a 1 MB state value and a request
+// with an odd method: the 400 and 405 bodies are short fixed messages that
+// repeat nothing of the request.
+func TestAlertsErrorDoesNotEchoInput(t *testing.T) {
+	h := Handler(apiEngine(t))
+	big := strings.Repeat("<script>", 1<<20/8)
+	rr := httptest.NewRecorder()
+	h.ServeHTTP(rr, httptest.NewRequest(http.MethodGet, "/alerts?state="+big, nil))
+	body := rr.Body.String()
+	want := `{"status":"error","errorType":"bad_data","error":"state must be pending or firing"}`
+	if rr.Code != http.StatusBadRequest || body != want {
+		t.Errorf("state of 1 MB: status %d, %d-byte body %.200q; want 400 %s", rr.Code, len(body), body, want)
+	}
+	for _, m := range []string{http.MethodPost, "X-<SCRIPT>"} {
+		rr := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodGet, "/alerts", nil)
+		req.Method = m
+		h.ServeHTTP(rr, req)
+		if rr.Code != http.StatusMethodNotAllowed || strings.Contains(strings.ToLower(rr.Body.String()), strings.ToLower(m)) {
+			t.Errorf("%s: status %d body %q: want 405 without the method in the body", m, rr.Code, rr.Body.String())
+		}
+	}
+}

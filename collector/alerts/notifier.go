@@ -78,7 +78,8 @@ type amQueue struct {
 
 	mu    sync.Mutex
 	queue []PostableAlert
-	more  chan struct{} // capacity 1: signals queued alerts
+	index map[string]int // alert identity (labelsKey) -> position in queue
+	more  chan struct{}  // capacity 1: signals queued alerts
 }
 
 // NewNotifier checks the URLs and returns a Notifier; call Run to start
@@ -139,7 +140,7 @@ func NewNotifier(opts NotifierOptions) (*Notifier, error) {
 			continue
 		}
 		seen[ep.String()] = true
-		q := &amQueue{endpoint: ep.String(), label: u.Redacted(), more: make(chan struct{}, 1)}
+		q := &amQueue{endpoint: ep.String(), label: u.Redacted(), index: map[string]int{}, more: make(chan struct{}, 1)}
 		n.ams = append(n.ams, q)
 		// Create the series up front, so that rate() sees the first error.
 		n.sent.WithLabelValues(q.label)
@@ -185,13 +186,16 @@ func (n *Notifier) URLs() []string {
 }
 
 // Send queues alerts for every Alertmanager, adding the external labels. It
-// never blocks on the network; when a queue is full its oldest alerts are
-// dropped and counted.
+// never blocks on the network. An alert whose label set is already queued
+// replaces the queued copy in its place (the newest state wins, and a queue
+// never holds two copies of one alert); when a queue is full its oldest
+// alerts are dropped and counted.
 func (n *Notifier) Send(alerts ...PostableAlert) {
 	if len(alerts) == 0 {
 		return
 	}
 	batch := make([]PostableAlert, len(alerts))
+	keys := make([]string, len(alerts))
 	for i, a := range alerts {
 		labels := maps.Clone(a.Labels)
 		if labels == nil {
@@ -206,12 +210,20 @@ func (n *Notifier) Send(alerts ...PostableAlert) {
 		a.StartsAt = a.StartsAt.UTC()
 		a.EndsAt = a.EndsAt.UTC()
 		batch[i] = a
+		keys[i] = labelsKey(labels)
 	}
 	for _, q := range n.ams {
 		q.mu.Lock()
-		q.queue = append(q.queue, batch...)
+		for i, a := range batch {
+			if at, dup := q.index[keys[i]]; dup {
+				q.queue[at] = a
+				continue
+			}
+			q.index[keys[i]] = len(q.queue)
+			q.queue = append(q.queue, a)
+		}
 		if over := len(q.queue) - n.opts.QueueCapacity; over > 0 {
-			q.queue = append(q.queue[:0], q.queue[over:]...)
+			q.dropHeadLocked(over)
 			n.dropped.WithLabelValues(q.label).Add(float64(over))
 			n.opts.Logger.Warn("alertmanager queue full, oldest alerts dropped", "url", q.label, "dropped", over)
 		}
@@ -234,8 +246,18 @@ func (q *amQueue) take(max int) []PostableAlert {
 	}
 	out := make([]PostableAlert, k)
 	copy(out, q.queue)
-	q.queue = append(q.queue[:0], q.queue[k:]...)
+	q.dropHeadLocked(k)
 	return out
+}
+
+// dropHeadLocked removes the first k alerts of the queue and reindexes the
+// rest; q.mu is held.
+func (q *amQueue) dropHeadLocked(k int) {
+	q.queue = append(q.queue[:0], q.queue[k:]...)
+	clear(q.index)
+	for i, a := range q.queue {
+		q.index[labelsKey(a.Labels)] = i
+	}
 }
 
 func (q *amQueue) length() int {
@@ -286,8 +308,12 @@ func (n *Notifier) loop(ctx context.Context, q *amQueue) {
 	}
 }
 
-// maxErrorBody bounds how much of an error answer is read for the log.
-const maxErrorBody = 512
+// maxErrorBody bounds how much of an error answer is read for the log, and
+// maxAnswerBody how much more of any answer is read and discarded.
+const (
+	maxErrorBody  = 512
+	maxAnswerBody = 1 << 20
+)
 
 func (n *Notifier) post(ctx context.Context, q *amQueue, batch []PostableAlert) error {
 	body, err := json.Marshal(batch)
@@ -312,10 +338,18 @@ func (n *Notifier) post(ctx context.Context, q *amQueue, batch []PostableAlert) 
 		return fmt.Errorf("posting to %s: %w", q.label, err)
 	}
 	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	// The answer is read whole (up to maxAnswerBody) within the timeout: a
+	// 2xx whose body has not arrived when the timeout ends is a failure,
+	// not a success found after the deadline.
+	msg, err := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	if err == nil {
+		_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, maxAnswerBody))
+	}
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("posting to %s: %s: %s", q.label, resp.Status, bytes.TrimSpace(msg))
+	}
+	if err != nil {
+		return fmt.Errorf("posting to %s: %s, reading the answer: %w", q.label, resp.Status, err)
 	}
 	return nil
 }

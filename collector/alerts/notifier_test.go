@@ -3,6 +3,7 @@ package alerts
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -271,5 +272,93 @@ func TestNotifierStopsWithRequestInFlight(t *testing.T) {
 	}
 	if g := runtime.NumGoroutine(); g > before+2 {
 		t.Errorf("%d goroutines after Run returned, %d before", g, before)
+	}
+}
+
+// TestNotifierTricklingAnswerFails answers 200 at once but sends the body a
+// byte every 100 ms, longer than the timeout: the post is a failure,
+// counted as an error, and the sender is free again within a bound.
+func TestNotifierTricklingAnswerFails(t *testing.T) {
+	stop := make(chan struct{})
+	var posts sync.WaitGroup
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		posts.Add(1)
+		defer posts.Done()
+		_, _ = io.ReadAll(r.Body)
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusOK)
+		for range 100 {
+			if _, err := w.Write([]byte(" ")); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}))
+	defer srv.Close()
+	defer close(stop)
+	const timeout = 300 * time.Millisecond
+	n, err := NewNotifier(NotifierOptions{URLs: []string{srv.URL}, Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runNotifier(t, n)
+	start := time.Now()
+	n.Send(PostableAlert{Labels: map[string]string{"alertname": "A"}})
+	if v := waitCounter(n.errs.WithLabelValues(srv.URL), 1); v != 1 {
+		t.Fatalf("errors_total = %v after a 2xx answer trickling past the %v timeout, want 1", v, timeout)
+	}
+	// The whole body takes 10 s; the failure is known near the timeout
+	// (the bound is generous for a loaded machine).
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("failure counted after %v, want about the %v timeout", el, timeout)
+	}
+	if v := testutil.ToFloat64(n.sent.WithLabelValues(srv.URL)); v != 1 {
+		t.Errorf("notifications_total = %v, want 1", v)
+	}
+}
+
+// TestNotifierQueueCoalesces queues the same alerts again and again while
+// the Alertmanager is unreachable to the sender (it is not running yet):
+// the queue holds one copy of each, the newest, in the place of the first.
+func TestNotifierQueueCoalesces(t *testing.T) {
+	am, srv := newAMServer(t, http.StatusOK)
+	n, err := NewNotifier(NotifierOptions{URLs: []string{srv.URL}, QueueCapacity: 100, BatchSize: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2025, 3, 4, 5, 0, 0, 0, time.UTC)
+	for round := range 50 {
+		ends := t0.Add(time.Duration(round) * time.Minute)
+		n.Send(
+			PostableAlert{Labels: map[string]string{"alertname": "A", "port": "80"}, EndsAt: ends},
+			PostableAlert{Labels: map[string]string{"alertname": "B"}, EndsAt: ends},
+			PostableAlert{Labels: map[string]string{"alertname": "A", "port": "443"}, EndsAt: ends},
+		)
+	}
+	// Within one Send too.
+	n.Send(PostableAlert{Labels: map[string]string{"alertname": "C"}, EndsAt: t0}, PostableAlert{Labels: map[string]string{"alertname": "C"}, EndsAt: t0.Add(time.Hour)})
+	if v := testutil.ToFloat64(n.queueLen.WithLabelValues(srv.URL)); v != 4 {
+		t.Errorf("queue length = %v after 151 sends of 4 alerts, want 4", v)
+	}
+	if v := testutil.ToFloat64(n.dropped.WithLabelValues(srv.URL)); v != 0 {
+		t.Errorf("dropped = %v, want 0", v)
+	}
+	runNotifier(t, n)
+	p := am.wait(t, 1)[0]
+	var got []string
+	for _, a := range p.alerts {
+		l := a["labels"].(map[string]any)
+		got = append(got, fmt.Sprintf("%v%v@%v", l["alertname"], l["port"], a["endsAt"]))
+	}
+	want := []string{"A80@2025-03-04T05:49:00Z", "B<nil>@2025-03-04T05:49:00Z", "A443@2025-03-04T05:49:00Z", "C<nil>@2025-03-04T06:00:00Z"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("posted %v, want %v", got, want)
 	}
 }
