@@ -53,7 +53,7 @@ func startCloseWaitOwner(t *testing.T, ns *fixture.Netns, name string) (pid int,
 	}); err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	server, err := ln.Accept()
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,9 @@ type agent struct {
 	// hostSampler is the host-mode Sampler, nil in --netns=all mode.
 	hostSampler *collector.Sampler
 	mgr         *netns.Manager
+	// scrapeErrs counts the series scrapes left out; ready reports the
+	// parts whose latest collection did.
+	scrapeErrs *collector.ScrapeErrors
 }
 
 func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
@@ -45,11 +49,12 @@ func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
 		Method:    cfg.diagMethod(),
 		Logger:    logger,
 		Detect:    cfg.detect.cfg,
+		ProcRoot:  cfg.procRoot,
 	}
 }
 
 func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
-	a := &agent{cfg: cfg, logger: logger, registry: prometheus.NewRegistry()}
+	a := &agent{cfg: cfg, logger: logger, registry: prometheus.NewRegistry(), scrapeErrs: collector.NewScrapeErrors(logger)}
 	var labelNames []string
 	switch cfg.netns {
 	case "all":
@@ -71,12 +76,14 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 			MaxListeners:    cfg.listenersMax,
 			MaxDestinations: cfg.detect.destinationsMax,
 			MaxTargets:      cfg.netnsMax,
+			Errors:          a.scrapeErrs,
 		}),
+		a.scrapeErrs,
 		versioncollector.NewCollector("tcpstate"),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	al, err := newAlerting(cfg, logger, a.targets, labelNames)
+	al, err := newAlerting(cfg, logger, a.targets, labelNames, a.scrapeErrs)
 	if err != nil {
 		return nil, err
 	}
@@ -96,13 +103,14 @@ func (a *agent) setupAllNamespaces() error {
 	}
 	base := cfg.samplerOptions(a.logger)
 	mgr, err := netns.NewManager(netns.Config{
-		ProcRoot:  cfg.procRoot,
-		Refresh:   cfg.netnsRefresh,
-		Interval:  cfg.interval,
-		CPUBudget: cfg.budget,
-		Logger:    a.logger,
-		PodUID:    pods.PodUID,
-		PodName:   pods.Lookup,
+		ProcRoot:     cfg.procRoot,
+		Refresh:      cfg.netnsRefresh,
+		Interval:     cfg.interval,
+		CPUBudget:    cfg.budget,
+		Logger:       a.logger,
+		PodUID:       pods.PodUID,
+		ScrapeErrors: a.scrapeErrs,
+		PodName:      pods.Lookup,
 		NewSampler: func(h *netns.Handle) (*collector.Sampler, error) {
 			o := base
 			o.Dial, o.InNetns = h.Dial, h.Do
@@ -161,6 +169,9 @@ func (a *agent) ready(now time.Time) (bool, string) {
 	}
 	if age := now.Sub(latest); age > limit {
 		return false, "latest sample is " + age.Round(time.Second).String() + " old"
+	}
+	if failing := a.scrapeErrs.Failing(); len(failing) > 0 {
+		return false, "the latest scrape left series out (tcpstate_scrape_errors_total): " + strings.Join(failing, "; ")
 	}
 	return true, "ready"
 }
