@@ -20,6 +20,7 @@ import (
 
 	"github.com/tcpstate/tcpstate-exporter/collector"
 	"github.com/tcpstate/tcpstate-exporter/diag"
+	"github.com/tcpstate/tcpstate-exporter/diag/procnet"
 	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 )
 
@@ -118,6 +119,13 @@ func TestInvalidUTF8ProcessNameKeepsMetrics(t *testing.T) {
 		Detect:        cfg,
 		LookupTimeout: 3 * time.Second,
 		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// The real lookup over /proc, told to scan the child first: the
+		// shared test machine may hold more descriptors than one bounded
+		// scan reaches.
+		LookupOwners: func(inodes []uint64, timeout time.Duration) (map[uint64][]procnet.Process, bool, error) {
+			owners, st, err := procnet.NewInodeLookup("").Lookup(inodes, procnet.LookupOptions{Timeout: timeout, Hint: []int{pid}})
+			return owners, !st.Incomplete, err
+		},
 	})
 	defer s.Close()
 	// The first dump sees the socket; the second, past the minimum age,
