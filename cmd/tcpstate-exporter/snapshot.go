@@ -155,7 +155,8 @@ func describeNamespace(ns netns.Namespace) string {
 	d := ns.Label()
 	switch {
 	case ns.Path != "":
-		d += " (" + ns.Path + ")"
+		// A bind mount's file name is anyone's choice: no escapes reach the terminal.
+		d += " (" + collector.SafeLabel(ns.Path) + ")"
 	case ns.PID > 0:
 		d += " (pid " + strconv.Itoa(ns.PID) + ")"
 	}
