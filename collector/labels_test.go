@@ -80,3 +80,21 @@ func FuzzSafeLabel(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) { checkSafe(t, s, SafeLabel(s)) })
 }
+
+// BenchmarkSafeLabel measures a clean value (every scrape's case) and a
+// dirty one (a process name cut inside a character).
+func BenchmarkSafeLabel(b *testing.B) {
+	for _, c := range []struct{ name, s string }{
+		{"clean-ascii", "kube-proxy"},
+		{"clean-utf8", "éééééééé"},
+		{"cut-comm", strings.Repeat("é", 7) + "\xc3"},
+		{"10KB", strings.Repeat("k", 10<<10)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = SafeLabel(c.s)
+			}
+		})
+	}
+}
