@@ -138,7 +138,7 @@ func (t *closeWaitTracker) resolve(now time.Time, minAge, timeout time.Duration,
 	for _, c := range cookies {
 		e := t.m[c]
 		if ps := owners[uint64(e.inode)]; len(ps) > 0 {
-			e.resolved, e.pid, e.comm = true, int32(ps[0].PID), ps[0].Comm
+			e.resolved, e.pid, e.comm = true, int32(ps[0].PID), SafeLabel(ps[0].Comm)
 			found++
 		} else if complete {
 			e.tried = nowNs

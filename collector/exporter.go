@@ -2,6 +2,7 @@ package collector
 
 import (
 	"cmp"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,6 +44,10 @@ type ExporterOptions struct {
 	MaxTargets int
 	// Now returns the current time; default time.Now.
 	Now func() time.Time
+	// Errors counts the series a scrape could not build (see
+	// ScrapeErrors); nil means a ScrapeErrors of the Exporter's own,
+	// counted but not exported.
+	Errors *ScrapeErrors
 }
 
 // OtherTarget is the value of the first target label (netns) of the target
@@ -99,6 +104,9 @@ type Exporter struct {
 	cwSockets, cwOldest, cwUntracked       *prometheus.Desc
 	orphans, sysctl, kernelErrors          *prometheus.Desc
 	netstat                                []netstatDesc
+	// parts maps each Desc to its part of the collection, for
+	// tcpstate_scrape_errors_total.
+	parts map[*prometheus.Desc]string
 }
 
 // netstatDesc is one kernel counter exported as tcpstate_netstat_<name>_total.
@@ -142,6 +150,9 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Errors == nil {
+		opts.Errors = NewScrapeErrors(slog.New(slog.DiscardHandler))
+	}
 	tl := opts.TargetLabels
 	with := func(l ...string) []string { return append(slices.Clone(tl), l...) }
 	d := func(name, help string, labels ...string) *prometheus.Desc {
@@ -153,7 +164,7 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 			"Kernel TCP counter "+c.field.Section()+":"+c.field.Name()+" of the namespace (/proc/net/"+map[string]string{"TcpExt": "netstat", "Tcp": "snmp"}[c.field.Section()]+").")})
 	}
 	dest := []string{"family", "local_address", "remote_address", "remote_port"}
-	return &Exporter{
+	e := &Exporter{
 		netstat:      ns,
 		destUsed:     d("destination_local_ports_used", "Outbound sockets (TIME_WAIT included) holding a local port towards a destination, from the latest full sample.", dest...),
 		destTW:       d("destination_time_wait", "Outbound sockets towards a destination that are in TIME_WAIT, from the latest full sample.", dest...),
@@ -184,6 +195,47 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 		sampleAge:    d("sample_age_seconds", "Age of the latest successful sample of a kind at scrape time.", "kind"),
 		unknown:      d("dump_unknown_sockets", "Sockets in the latest dump with a family or state this exporter does not know (not counted in tcpstate_sockets).", "kind"),
 	}
+	e.parts = map[*prometheus.Desc]string{
+		e.sockets: PartSockets, e.socketsMax: PartSockets,
+		e.lQueue: PartListeners, e.lLimit: PartListeners, e.lSynRecv: PartListeners, e.lSockets: PartListeners,
+		e.destUsed: PartDestinations, e.destTW: PartDestinations,
+		e.cwSockets: PartCloseWait, e.cwOldest: PartCloseWait, e.cwUntracked: PartCloseWait,
+		e.portsUsable: PartKernel, e.orphans: PartKernel, e.sysctl: PartKernel, e.kernelErrors: PartKernel,
+	}
+	for _, n := range e.netstat {
+		e.parts[n.desc] = PartKernel
+	}
+	return e
+}
+
+// exporterParts are the parts of tcpstate_scrape_errors_total an
+// Exporter reports.
+var exporterParts = []string{PartSockets, PartListeners, PartDestinations, PartCloseWait, PartKernel, PartSampler}
+
+// metric builds one const metric of d, recording a failure (an invalid
+// label value) in pe under d's part instead of panicking: the series is
+// left out and the collection goes on.
+func (e *Exporter) metric(pe partErrors, d *prometheus.Desc, t prometheus.ValueType, val float64, lv []string) (prometheus.Metric, bool) {
+	m, err := prometheus.NewConstMetric(d, t, val, lv...)
+	if err != nil {
+		part, ok := e.parts[d]
+		if !ok {
+			part = PartSampler
+		}
+		pe.add(part, err)
+		return nil, false
+	}
+	return m, true
+}
+
+// safeLabels returns the target's label values through SafeLabel (pod and
+// namespace names come from the Kubernetes API), followed by l.
+func safeLabels(target []string, l ...string) []string {
+	out := make([]string, 0, len(target)+len(l))
+	for _, v := range target {
+		out = append(out, SafeLabel(v))
+	}
+	return append(out, l...)
 }
 
 // Describe sends every Desc.
@@ -200,12 +252,21 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect sends the metrics of every target's latest samples, folding the
 // targets beyond MaxTargets.
+//
+// A series that cannot be built (an invalid label value) is left out and
+// counted in Errors under its part; the rest are sent.
 func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
+	pe := partErrors{}
+	defer func() {
+		for _, p := range exporterParts {
+			e.opts.Errors.Record(p, pe[p])
+		}
+	}()
 	now := e.opts.Now()
 	ts := e.targets()
 	if len(e.opts.TargetLabels) == 0 {
 		for _, t := range ts {
-			e.collectTarget(ch, t, t.Sampler.View(now), now)
+			e.collectTarget(ch, pe, t, t.Sampler.View(now), now)
 		}
 		e.pruneCache(ts, nil)
 		return
@@ -216,14 +277,14 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 	}
 	kept, folded := e.selectTargets(ts, views)
 	for _, i := range kept {
-		e.collectTarget(ch, ts[i], views[i], now)
+		e.collectTarget(ch, pe, ts[i], views[i], now)
 	}
 	e.pruneCache(ts, kept)
 	fv := make([]*View, len(folded))
 	for j, i := range folded {
 		fv[j] = &views[i]
 	}
-	e.collectOther(ch, fv)
+	e.collectOther(ch, pe, fv)
 }
 
 // cachedSeries are the series built from one pair of samples. Samples are
@@ -232,6 +293,9 @@ func (e *Exporter) Collect(ch chan<- prometheus.Metric) {
 type cachedSeries struct {
 	latest, full *Sample
 	series       []prometheus.Metric
+	// errs are the series the build left out, reported again at every
+	// scrape that serves the entry.
+	errs partErrors
 	// keptListeners are the listeners reported one by one when some were
 	// folded (nil otherwise), for the next fold's ranking.
 	keptListeners map[ListenerKey]struct{}
@@ -240,24 +304,24 @@ type cachedSeries struct {
 // sampleSeries returns the series of a target that depend only on its
 // latest samples (kernel values, CLOSE_WAIT groups, listeners and
 // destinations), built once per new sample rather than on every scrape.
-func (e *Exporter) sampleSeries(t Target, v *View) []prometheus.Metric {
+func (e *Exporter) sampleSeries(t Target, v *View) ([]prometheus.Metric, partErrors) {
 	key := targetKey(t)
 	e.cacheMu.Lock()
 	c := e.cache[key]
 	e.cacheMu.Unlock()
 	if c != nil && c.latest == v.Latest && c.full == v.Full {
-		return c.series
+		return c.series, c.errs
 	}
 	var prev map[ListenerKey]struct{}
 	if c != nil {
 		prev = c.keptListeners
 	}
-	c = &cachedSeries{latest: v.Latest, full: v.Full}
-	c.series, c.keptListeners = e.buildSampleSeries(t.Labels, v, prev)
+	c = &cachedSeries{latest: v.Latest, full: v.Full, errs: partErrors{}}
+	c.series, c.keptListeners = e.buildSampleSeries(c.errs, t.Labels, v, prev)
 	e.cacheMu.Lock()
 	e.cache[key] = c
 	e.cacheMu.Unlock()
-	return c.series
+	return c.series, c.errs
 }
 
 // pruneCache drops the cached series of targets not reported one by one
@@ -349,12 +413,14 @@ func (e *Exporter) selectTargets(ts []Target, views []View) (kept, folded []int)
 
 // collectOther sends the folded target's series: the sums of the folded
 // views, as the Exporter's documentation describes.
-func (e *Exporter) collectOther(ch chan<- prometheus.Metric, views []*View) {
+func (e *Exporter) collectOther(ch chan<- prometheus.Metric, pe partErrors, views []*View) {
 	labels := make([]string, len(e.opts.TargetLabels))
 	labels[0] = OtherTarget
 	lv := func(l ...string) []string { return append(slices.Clone(labels), l...) }
 	gauge := func(d *prometheus.Desc, val float64, l ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, val, lv(l...)...)
+		if m, ok := e.metric(pe, d, prometheus.GaugeValue, val, lv(l...)); ok {
+			ch <- m
+		}
 	}
 	gauge(e.folded, float64(len(views)), "namespaces")
 	if len(views) == 0 {
@@ -446,13 +512,17 @@ func (e *Exporter) collectOther(ch chan<- prometheus.Metric, views []*View) {
 // collectTarget sends one target's series: those that change between
 // samples (dump statistics, sample ages, counts and window maxima) built
 // now, the rest from sampleSeries.
-func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, t Target, v View, now time.Time) {
-	lv := func(l ...string) []string { return append(slices.Clone(t.Labels), l...) }
+func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, pe partErrors, t Target, v View, now time.Time) {
+	lv := func(l ...string) []string { return safeLabels(t.Labels, l...) }
 	gauge := func(d *prometheus.Desc, val float64, l ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, val, lv(l...)...)
+		if m, ok := e.metric(pe, d, prometheus.GaugeValue, val, lv(l...)); ok {
+			ch <- m
+		}
 	}
 	counter := func(d *prometheus.Desc, val float64, l ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, val, lv(l...)...)
+		if m, ok := e.metric(pe, d, prometheus.CounterValue, val, lv(l...)); ok {
+			ch <- m
+		}
 	}
 
 	files := make([]string, 0, len(v.KernelErrors))
@@ -463,9 +533,11 @@ func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, t Target, v View, 
 	for _, f := range files {
 		counter(e.kernelErrors, float64(v.KernelErrors[f]), f)
 	}
-	for _, m := range e.sampleSeries(t, &v) {
+	series, errs := e.sampleSeries(t, &v)
+	for _, m := range series {
 		ch <- m
 	}
+	pe.merge(errs)
 	for _, k := range Kinds {
 		ks := v.Stats[k]
 		kn := k.String()
@@ -505,16 +577,21 @@ func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, t Target, v View, 
 // Latest and Full samples; listeners and destinations only once a full
 // sample exists. prev and kept are the listeners reported one by one at the
 // previous build and at this one, when some were folded.
-func (e *Exporter) buildSampleSeries(labels []string, v *View, prev map[ListenerKey]struct{}) (out []prometheus.Metric, kept map[ListenerKey]struct{}) {
-	lv := func(l ...string) []string { return append(slices.Clone(labels), l...) }
+// Series it cannot build are left out and recorded in pe.
+func (e *Exporter) buildSampleSeries(pe partErrors, labels []string, v *View, prev map[ListenerKey]struct{}) (out []prometheus.Metric, kept map[ListenerKey]struct{}) {
+	lv := func(l ...string) []string { return safeLabels(labels, l...) }
 	gauge := func(d *prometheus.Desc, val float64, l ...string) {
-		out = append(out, prometheus.MustNewConstMetric(d, prometheus.GaugeValue, val, lv(l...)...))
+		if m, ok := e.metric(pe, d, prometheus.GaugeValue, val, lv(l...)); ok {
+			out = append(out, m)
+		}
 	}
 	if smp := v.Latest; smp != nil {
-		e.collectKernel(func(m prometheus.Metric) { out = append(out, m) }, lv, &smp.Kernel)
+		e.collectKernel(pe, func(m prometheus.Metric) { out = append(out, m) }, lv, &smp.Kernel)
 		for _, g := range smp.CloseWait {
-			gauge(e.cwSockets, float64(g.Count), g.Port, g.Command)
-			gauge(e.cwOldest, g.Oldest.Seconds(), g.Port, g.Command)
+			// The command is a process name: anything its owner chose.
+			cmd := SafeLabel(g.Command)
+			gauge(e.cwSockets, float64(g.Count), g.Port, cmd)
+			gauge(e.cwOldest, g.Oldest.Seconds(), g.Port, cmd)
 		}
 		gauge(e.cwUntracked, float64(smp.CloseWaitUntracked))
 		gauge(e.folded, float64(smp.CloseWaitFolded), "closewait")
@@ -561,22 +638,27 @@ func (e *Exporter) buildSampleSeries(labels []string, v *View, prev map[Listener
 
 // collectKernel emits the kernel counters, orphans and sysctls that could
 // be read.
-func (e *Exporter) collectKernel(emit func(prometheus.Metric), lv func(...string) []string, k *Kernel) {
+func (e *Exporter) collectKernel(pe partErrors, emit func(prometheus.Metric), lv func(...string) []string, k *Kernel) {
+	send := func(d *prometheus.Desc, t prometheus.ValueType, val float64, l ...string) {
+		if m, ok := e.metric(pe, d, t, val, lv(l...)); ok {
+			emit(m)
+		}
+	}
 	for _, n := range e.netstat {
 		if v, ok := k.Counters.Get(n.field); ok {
-			emit(prometheus.MustNewConstMetric(n.desc, prometheus.CounterValue, float64(v), lv()...))
+			send(n.desc, prometheus.CounterValue, float64(v))
 		}
 	}
 	if v, ok := k.Sockstat.Get(procnet.SockstatTCPOrphan); ok {
-		emit(prometheus.MustNewConstMetric(e.orphans, prometheus.GaugeValue, float64(v), lv()...))
+		send(e.orphans, prometheus.GaugeValue, float64(v))
 	}
 	for _, s := range procnet.IntSysctls() {
 		if v, ok := k.Sysctls.Int(s); ok {
-			emit(prometheus.MustNewConstMetric(e.sysctl, prometheus.GaugeValue, float64(v), lv(s.Name())...))
+			send(e.sysctl, prometheus.GaugeValue, float64(v), s.Name())
 		}
 	}
 	if n, ok := k.Sysctls.UsablePorts(); ok {
-		emit(prometheus.MustNewConstMetric(e.portsUsable, prometheus.GaugeValue, float64(n), lv()...))
+		send(e.portsUsable, prometheus.GaugeValue, float64(n))
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +38,9 @@ type agent struct {
 	mgr         *netns.Manager
 	// web counts what the HTTP server refuses or closes.
 	web *webMetrics
+	// scrapeErrs counts the series scrapes left out; ready reports the
+	// parts whose latest collection did.
+	scrapeErrs *collector.ScrapeErrors
 }
 
 func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
@@ -47,11 +51,12 @@ func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
 		Method:    cfg.diagMethod(),
 		Logger:    logger,
 		Detect:    cfg.detect.cfg,
+		ProcRoot:  cfg.procRoot,
 	}
 }
 
 func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
-	a := &agent{cfg: cfg, logger: logger, registry: prometheus.NewRegistry(), web: newWebMetrics()}
+	a := &agent{cfg: cfg, logger: logger, registry: prometheus.NewRegistry(), web: newWebMetrics(), scrapeErrs: collector.NewScrapeErrors(logger)}
 	a.registry.MustRegister(a.web.collectors()...)
 	var labelNames []string
 	switch cfg.netns {
@@ -74,12 +79,14 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 			MaxListeners:    cfg.listenersMax,
 			MaxDestinations: cfg.detect.destinationsMax,
 			MaxTargets:      cfg.netnsMax,
+			Errors:          a.scrapeErrs,
 		}),
+		a.scrapeErrs,
 		versioncollector.NewCollector("tcpstate"),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	al, err := newAlerting(cfg, logger, a.targets, labelNames)
+	al, err := newAlerting(cfg, logger, a.targets, labelNames, a.scrapeErrs)
 	if err != nil {
 		return nil, err
 	}
@@ -99,13 +106,14 @@ func (a *agent) setupAllNamespaces() error {
 	}
 	base := cfg.samplerOptions(a.logger)
 	mgr, err := netns.NewManager(netns.Config{
-		ProcRoot:  cfg.procRoot,
-		Refresh:   cfg.netnsRefresh,
-		Interval:  cfg.interval,
-		CPUBudget: cfg.budget,
-		Logger:    a.logger,
-		PodUID:    pods.PodUID,
-		PodName:   pods.Lookup,
+		ProcRoot:     cfg.procRoot,
+		Refresh:      cfg.netnsRefresh,
+		Interval:     cfg.interval,
+		CPUBudget:    cfg.budget,
+		Logger:       a.logger,
+		PodUID:       pods.PodUID,
+		ScrapeErrors: a.scrapeErrs,
+		PodName:      pods.Lookup,
 		NewSampler: func(h *netns.Handle) (*collector.Sampler, error) {
 			o := base
 			o.Dial, o.InNetns = h.Dial, h.Do
@@ -164,6 +172,9 @@ func (a *agent) ready(now time.Time) (bool, string) {
 	}
 	if age := now.Sub(latest); age > limit {
 		return false, "latest sample is " + age.Round(time.Second).String() + " old"
+	}
+	if failing := a.scrapeErrs.Failing(); len(failing) > 0 {
+		return false, "the latest scrape left series out (tcpstate_scrape_errors_total): " + strings.Join(failing, "; ")
 	}
 	return true, "ready"
 }

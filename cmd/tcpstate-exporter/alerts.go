@@ -114,8 +114,9 @@ type alerting struct {
 
 // newAlerting builds the alerting side from validated flags. targets
 // returns the sampled targets at each evaluation; labelNames are the names
-// of their Labels (ExporterOptions.TargetLabels), empty in host mode.
-func newAlerting(cfg *config, logger *slog.Logger, targets func() []collector.Target, labelNames []string) (*alerting, error) {
+// of their Labels (ExporterOptions.TargetLabels), empty in host mode;
+// scrapeErrs counts the tcpstate_alert series a scrape could not build.
+func newAlerting(cfg *config, logger *slog.Logger, targets func() []collector.Target, labelNames []string, scrapeErrs *collector.ScrapeErrors) (*alerting, error) {
 	al := &alerting{interval: cfg.interval, logger: logger}
 	gen := generatorURL(cfg)
 	if len(cfg.alerts.amURLs) > 0 {
@@ -139,6 +140,9 @@ func newAlerting(cfg *config, logger *slog.Logger, targets func() []collector.Ta
 		EvalInterval: cfg.interval,
 		GeneratorURL: gen,
 		Logger:       logger,
+		CollectErrors: func(errs []error) {
+			scrapeErrs.Record(collector.PartAlerts, errs)
+		},
 	}
 	if al.notifier != nil {
 		opts.Sender = al.notifier

@@ -69,7 +69,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*config, string, error
 	app.Flag("netns", "Network namespaces to watch: host (this process's own namespace; no privilege needed) or all (every namespace on the node, labelled by pod where a pod owns it; needs CAP_SYS_ADMIN and CAP_SYS_PTRACE, and the node's PID namespace).").Default("host").StringVar(&cfg.netns)
 	app.Flag("netns.refresh", "With --netns=all: time between discoveries of the node's network namespaces.").Default("30s").DurationVar(&cfg.netnsRefresh)
 	app.Flag("kubeconfig", "With --netns=all: kubeconfig for the pod watch outside a cluster; empty uses the in-cluster service account (pods of $NODE_NAME).").Default("").StringVar(&cfg.kubeconfig)
-	app.Flag("path.procfs", "Where procfs is mounted.").Default("/proc").StringVar(&cfg.procRoot)
+	app.Flag("path.procfs", "Where the node's procfs is mounted: kernel counters, sysctls, CLOSE_WAIT owners, and with --netns=all namespaces and pods are read there (the process_* metrics describe the exporter itself and read its own /proc).").Default("/proc").StringVar(&cfg.procRoot)
 	app.Flag("collector.listeners.max", "Listening addresses reported per namespace; the rest fold into address=\"other\".").Default("1000").IntVar(&cfg.listenersMax)
 	app.Flag("collector.namespaces.max", "With --netns=all: namespaces reported one by one (the agent's own and the largest by sockets); the rest fold into netns=\"other\".").Default("500").IntVar(&cfg.netnsMax)
 	app.Flag("diag.method", "sock_diag request: auto (one legacy walk for both families), legacy, or v2 (one request per family).").Default("auto").EnumVar(&cfg.method, "auto", "legacy", "v2")
@@ -86,6 +86,9 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*config, string, error
 		return nil, "", &usageError{nameFlag(args, err)}
 	}
 	if err := cfg.validate(); err != nil {
+		return nil, "", &usageError{err}
+	}
+	if err := cfg.validateFor(cmd); err != nil {
 		return nil, "", &usageError{err}
 	}
 	return cfg, cmd, nil
@@ -165,6 +168,21 @@ func (c *config) validate() error {
 		return err
 	}
 	return c.snapshot.validate()
+}
+
+// validateFor rejects the path flags the command would ignore: every
+// path-like flag is honoured everywhere or refused. --path.procfs is used
+// by every command and mode.
+func (c *config) validateFor(cmd string) error {
+	switch {
+	case c.kubeconfig != "" && cmd == "snapshot":
+		return fmt.Errorf("--kubeconfig=%s: the snapshot command attributes no pods; drop the flag", c.kubeconfig)
+	case c.kubeconfig != "" && c.netns != "all":
+		return fmt.Errorf("--kubeconfig=%s: used only with --netns=all (pod attribution); drop it or add --netns=all", c.kubeconfig)
+	case c.webConfigFile() != "" && cmd == "snapshot":
+		return fmt.Errorf("--web.config.file=%s: the snapshot command serves nothing; drop the flag", c.webConfigFile())
+	}
+	return nil
 }
 
 // webConfigFile returns the --web.config.file path, or "" when unset.

@@ -54,8 +54,8 @@ func runSnapshot(cfg *config, stdout, stderr io.Writer) int {
 		Detect:   cfg.detect.cfg,
 		Findings: findingsFor,
 	}
+	opts.ProcRoot = cfg.procRoot
 	if cfg.netns == "all" {
-		opts.ProcRoot = cfg.procRoot
 		opts.AllNamespaces = true
 	}
 	return snapshotMain(ctx, opts, stdout, stderr)
@@ -155,7 +155,8 @@ func describeNamespace(ns netns.Namespace) string {
 	d := ns.Label()
 	switch {
 	case ns.Path != "":
-		d += " (" + ns.Path + ")"
+		// A bind mount's file name is anyone's choice: no escapes reach the terminal.
+		d += " (" + collector.SafeLabel(ns.Path) + ")"
 	case ns.PID > 0:
 		d += " (pid " + strconv.Itoa(ns.PID) + ")"
 	}
@@ -170,8 +171,10 @@ type snapshotOptions struct {
 	// AllNamespaces snapshots every network namespace found under ProcRoot
 	// and in RunDirs (nil: netns.DefaultRunDirs).
 	AllNamespaces bool
-	ProcRoot      string
-	RunDirs       []string
+	// ProcRoot is where procfs is mounted (--path.procfs); the samplers
+	// read the kernel files and owners there. Empty: /proc.
+	ProcRoot string
+	RunDirs  []string
 
 	Method diag.Method
 	// Wait separates the full dump from the rare one; 0 skips the second.
@@ -213,6 +216,7 @@ func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshot
 			Method:   opts.Method,
 			Dial:     t.Dial,
 			InNetns:  t.InNetns,
+			ProcRoot: opts.ProcRoot,
 			Detect:   opts.Detect,
 			Logger:   slog.New(slog.DiscardHandler),
 		})

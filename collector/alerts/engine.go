@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tcpstate/tcpstate-exporter/collector"
 	"github.com/tcpstate/tcpstate-exporter/collector/detect"
 )
 
@@ -116,6 +117,10 @@ type EngineOptions struct {
 	Sender Sender
 	// Logger receives notes about malformed findings; default slog.Default().
 	Logger *slog.Logger
+	// CollectErrors, when set, receives after every collection of the
+	// Collector the series it left out (none when it built them all), for
+	// example collector.ScrapeErrors.Record with part "alerts".
+	CollectErrors func(errs []error)
 }
 
 // Engine keeps alert state from the findings of successive evaluations. Its
@@ -508,7 +513,9 @@ func cleanLabels(in map[string]string) map[string]string {
 		if k == "" || v == "" || strings.HasPrefix(k, "__") {
 			continue
 		}
-		out[k] = v
+		// Values name processes, pods and namespaces: anything their
+		// owners chose.
+		out[k] = collector.SafeLabel(v)
 	}
 	return out
 }

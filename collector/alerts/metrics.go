@@ -28,6 +28,7 @@ type engineCollector struct {
 	built  bool
 	gen    uint64
 	series []prometheus.Metric
+	errs   []error
 }
 
 // Collector returns a prometheus.Collector exposing tcpstate_alert (one
@@ -42,25 +43,40 @@ func (e *Engine) Collector() prometheus.Collector {
 func (c *engineCollector) Describe(chan<- *prometheus.Desc) {}
 
 // Collect sends one tcpstate_alert series per active alert.
+// A series that cannot be built is left out and reported to
+// EngineOptions.CollectErrors.
 func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
-	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.GaugeValue, float64(c.e.Dropped()))
-	for _, m := range c.alertSeries() {
+	series, errs := c.alertSeries()
+	if m, err := prometheus.NewConstMetric(c.dropped, prometheus.GaugeValue, float64(c.e.Dropped())); err != nil {
+		errs = append(slices.Clone(errs), err)
+	} else {
 		ch <- m
+	}
+	for _, m := range series {
+		ch <- m
+	}
+	if c.e.opts.CollectErrors != nil {
+		c.e.opts.CollectErrors(errs)
 	}
 }
 
 // alertSeries returns the tcpstate_alert series of the engine's current
 // generation, building them if it changed since the last call. Const
 // metrics are immutable, so one slice serves concurrent scrapes.
-func (c *engineCollector) alertSeries() []prometheus.Metric {
+//
+// A series whose labels are invalid (which collector.SafeLabel at the
+// sources should prevent) is left out and its error returned, at every
+// call until the engine changes.
+func (c *engineCollector) alertSeries() ([]prometheus.Metric, []error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.e.mu.Lock()
 	gen := c.e.gen
 	c.e.mu.Unlock()
 	if c.built && gen == c.gen {
-		return c.series
+		return c.series, c.errs
 	}
+	var errs []error
 	active, gen := c.e.alerts()
 	series := make([]prometheus.Metric, 0, len(active))
 	for _, a := range active {
@@ -74,10 +90,11 @@ func (c *engineCollector) alertSeries() []prometheus.Metric {
 		d := prometheus.NewDesc(alertMetric, alertHelp, names, nil)
 		m, err := prometheus.NewConstMetric(d, prometheus.GaugeValue, 1, values...)
 		if err != nil {
-			m = prometheus.NewInvalidMetric(d, err)
+			errs = append(errs, err)
+			continue
 		}
 		series = append(series, m)
 	}
-	c.built, c.gen, c.series = true, gen, series
-	return series
+	c.built, c.gen, c.series, c.errs = true, gen, series, errs
+	return series, errs
 }

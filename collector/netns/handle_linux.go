@@ -50,7 +50,7 @@ func Open(ns Namespace, procRoot string) (*Handle, error) {
 	}
 	var denied, last error
 	for _, p := range paths {
-		h, err := vnetns.GetFromPath(p)
+		h, err := openNS(p)
 		if err != nil {
 			err = &fs.PathError{Op: "open", Path: p, Err: err}
 			if errors.Is(err, fs.ErrPermission) {
@@ -77,6 +77,31 @@ func Open(ns Namespace, procRoot string) (*Handle, error) {
 		last = errors.New("no process or bind mount left")
 	}
 	return nil, fmt.Errorf("%w: opening namespace %d: %w", ErrGone, ns.Inode, last)
+}
+
+// errNotNamespace reports a path that cannot be a namespace file, such as
+// a FIFO planted in a --path.procfs tree.
+var errNotNamespace = errors.New("not a namespace file")
+
+// openNS opens the namespace file at path without blocking (a FIFO in its
+// place would otherwise wait for a writer forever) and checks that the
+// descriptor is a regular file, as nsfs files are; Open then checks that
+// it is the namespace Discover found.
+func openNS(path string) (vnetns.NsHandle, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return vnetns.None(), err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return vnetns.None(), err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return vnetns.None(), errNotNamespace
+	}
+	return vnetns.NsHandle(fd), nil
 }
 
 // Namespace returns the namespace the handle was opened on, with the

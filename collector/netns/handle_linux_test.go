@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -280,4 +281,40 @@ func TestHandleHost(t *testing.T) {
 		t.Error("host not present")
 	}
 	checkNoLeak(t, before)
+}
+
+// TestOpenRefusesFIFO checks that a FIFO planted where a process's
+// namespace file should be (in a --path.procfs tree, or swapped in after
+// Discover) is refused at once rather than waited on.
+func TestOpenRefusesFIFO(t *testing.T) {
+	ft := newFakeTree(t)
+	ft.process("self", "host")
+	dir := filepath.Join(ft.proc(), "30", "ns")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "net")
+	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k, err := statKey(fifo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		h, err := Open(Namespace{Key: k, PID: 30, PIDs: []int{30}}, ft.proc())
+		if err == nil {
+			h.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, errNotNamespace) {
+			t.Errorf("Open of a FIFO: %v, want errNotNamespace", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Open blocked on a FIFO for 5 s")
+	}
 }

@@ -52,6 +52,9 @@ type Config struct {
 	PodName func(uid string) (namespace, name string, ok bool)
 	// Logger receives the Manager's few messages; default slog.Default().
 	Logger *slog.Logger
+	// ScrapeErrors counts the series of the Manager's Collector that a
+	// scrape could not build (part netns); nil: not counted.
+	ScrapeErrors *collector.ScrapeErrors
 }
 
 func (c *Config) setDefaults() {
@@ -74,9 +77,9 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.Default()
 	}
 	if c.NewSampler == nil {
-		iv := c.Interval
+		iv, root := c.Interval, c.ProcRoot
 		c.NewSampler = func(h *Handle) (*collector.Sampler, error) {
-			return collector.NewSampler(collector.Options{Interval: iv, Dial: h.Dial, InNetns: h.Do}), nil
+			return collector.NewSampler(collector.Options{Interval: iv, Dial: h.Dial, InNetns: h.Do, ProcRoot: root}), nil
 		}
 	}
 }
@@ -177,7 +180,8 @@ func (m *Manager) Targets() []collector.Target {
 		labels := []string{e.label, "", ""}
 		if uids[i] != "" && m.cfg.PodName != nil {
 			if ns, name, ok := m.cfg.PodName(uids[i]); ok {
-				labels[1], labels[2] = ns, name
+				// Names from the Kubernetes API become label values.
+				labels[1], labels[2] = collector.SafeLabel(ns), collector.SafeLabel(name)
 			}
 		}
 		out = append(out, collector.Target{Sampler: e.s, Labels: labels})

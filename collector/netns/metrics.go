@@ -2,6 +2,8 @@ package netns
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tcpstate/tcpstate-exporter/collector"
 )
 
 // metrics is a prometheus.Collector over a Manager's Stats.
@@ -50,12 +52,18 @@ func (c *metrics) Describe(ch chan<- *prometheus.Desc) {
 // Collect sends the current values.
 func (c *metrics) Collect(ch chan<- prometheus.Metric) {
 	st := c.m.Stats()
-	g := func(d *prometheus.Desc, v float64) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+	var errs []error
+	defer func() { c.m.cfg.ScrapeErrors.Record(collector.PartNetns, errs) }()
+	send := func(d *prometheus.Desc, t prometheus.ValueType, v float64) {
+		m, err := prometheus.NewConstMetric(d, t, v)
+		if err != nil {
+			errs = append(errs, err)
+			return
+		}
+		ch <- m
 	}
-	n := func(d *prometheus.Desc, v uint64) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
-	}
+	g := func(d *prometheus.Desc, v float64) { send(d, prometheus.GaugeValue, v) }
+	n := func(d *prometheus.Desc, v uint64) { send(d, prometheus.CounterValue, float64(v)) }
 	g(c.namespaces, float64(st.Namespaces))
 	n(c.added, st.Added)
 	n(c.dropped, st.Dropped)

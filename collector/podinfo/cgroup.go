@@ -10,6 +10,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/tcpstate/tcpstate-exporter/diag/procnet"
 )
 
 // podSegment matches the path segment that kubelet gives a pod's cgroup:
@@ -70,13 +72,20 @@ func ParseCgroup(r io.Reader) (string, error) {
 	return first, nil
 }
 
+// maxCgroupFile bounds the bytes of a cgroup file PodUID reads: a real one
+// is a few hundred.
+const maxCgroupFile = 64 << 10
+
 // ErrNoProcess reports a process that no longer exists.
 var ErrNoProcess = errors.New("podinfo: no such process")
 
 // PodUID returns the pod UID of process pid from procRoot/PID/cgroup, ""
 // when the process is in no pod. A process that is gone gives ErrNoProcess.
+// A cgroup file that is not a regular file (a FIFO in a --path.procfs
+// tree) is refused with procnet.ErrNotRegular rather than waited on, and
+// at most maxCgroupFile bytes of it are read.
 func PodUID(procRoot string, pid int) (string, error) {
-	f, err := os.Open(filepath.Join(procRoot, strconv.Itoa(pid), "cgroup"))
+	f, err := procnet.OpenRegular(filepath.Join(procRoot, strconv.Itoa(pid), "cgroup"))
 	if errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("%w: %d", ErrNoProcess, pid)
 	}
@@ -84,7 +93,7 @@ func PodUID(procRoot string, pid int) (string, error) {
 		return "", fmt.Errorf("podinfo: %w", err)
 	}
 	defer f.Close()
-	uid, err := ParseCgroup(f)
+	uid, err := ParseCgroup(io.LimitReader(f, maxCgroupFile))
 	if err != nil {
 		return "", fmt.Errorf("process %d: %w", pid, err)
 	}

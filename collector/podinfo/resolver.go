@@ -83,24 +83,27 @@ type Resolver struct {
 }
 
 // New returns a Resolver for the Kubernetes API of cfg. A Kubeconfig that
-// cannot be loaded is an error. Without a node name or outside a cluster
-// (and without a Kubeconfig) it returns a degraded Resolver that has
-// logged one warning and answers no names.
+// cannot be loaded is an error, with or without a node name. Without a
+// node name or outside a cluster (and without a Kubeconfig) it returns a
+// degraded Resolver that has logged one warning and answers no names.
 func New(cfg Config) (*Resolver, error) {
 	cfg.setDefaults()
+	var rc *rest.Config
+	var err error
+	if cfg.Kubeconfig != "" {
+		// Loaded first, so that a bad file is reported even when the
+		// missing node name leaves it unused.
+		rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("podinfo: loading kubeconfig %s: %w", cfg.Kubeconfig, err)
+		}
+	}
 	if cfg.NodeName == "" {
 		r := &Resolver{cfg: cfg}
 		r.warn("pod attribution off: no node name; set " + NodeNameEnv + " from spec.nodeName")
 		return r, nil
 	}
-	var rc *rest.Config
-	var err error
-	if cfg.Kubeconfig != "" {
-		rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("podinfo: loading kubeconfig %s: %w", cfg.Kubeconfig, err)
-		}
-	} else {
+	if cfg.Kubeconfig == "" {
 		rc, err = rest.InClusterConfig()
 		if err != nil {
 			r := &Resolver{cfg: cfg}

@@ -304,14 +304,23 @@ func containsInode(s []uint64, ino uint64) bool {
 	return false
 }
 
-// readComm reads PID/comm without its trailing newline.
+// readComm reads PID/comm without its trailing newline. A comm that is
+// not a regular file (a FIFO in a --path.procfs tree) is refused with
+// ErrNotRegular, not waited on.
 func (l *InodeLookup) readComm(rootfd int, pidName []byte) (string, error) {
 	l.path = append(append(append(l.path[:0], pidName...), "/comm"...), 0)
-	fd, err := openat(rootfd, l.path, unix.O_RDONLY|unix.O_CLOEXEC)
+	fd, err := openat(rootfd, l.path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK)
 	if err != nil {
 		return "", err
 	}
 	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return "", err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return "", ErrNotRegular
+	}
 	buf := l.link[:cap(l.link)]
 	n, err := readRetry(fd, buf)
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 )
 
@@ -56,9 +55,11 @@ func NewReader(procRoot string) *Reader {
 
 // readFile reads the whole file at path into r.buf. Errors from the file
 // system are *fs.PathError values naming path, so errors.Is against
-// fs.ErrNotExist and fs.ErrPermission works.
+// fs.ErrNotExist and fs.ErrPermission works. A file that is not regular (a
+// FIFO, say) is refused with ErrNotRegular rather than read (see
+// OpenRegular).
 func (r *Reader) readFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := OpenRegular(path)
 	if err != nil {
 		return nil, fmt.Errorf("procnet: %w", err)
 	}
