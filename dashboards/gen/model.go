@@ -1,4 +1,4 @@
-package dashboards
+package main
 
 // This file holds the subset of Grafana's dashboard JSON model the generator
 // writes, and small builders that lay panels out on the 24-column grid.
