@@ -30,10 +30,18 @@ fi
 # tests run their own instances on free ports.
 systemctl stop prometheus prometheus-alertmanager >/dev/null 2>&1 || true
 
+golangci_lint_version=v2.15.0
+if ! golangci-lint version 2>/dev/null | grep -q "version ${golangci_lint_version#v} "; then
+  echo "installing golangci-lint ${golangci_lint_version} (takes a few minutes cold)"
+  (cd /tmp && go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@${golangci_lint_version}")
+fi
+
 echo "== gofmt, go vet"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "not gofmt-ed: $unformatted"; exit 1; fi
 go vet ./...
+echo "== golangci-lint (.golangci.yml: architecture rules, staticcheck, revive, ...)"
+golangci-lint run ./...
 echo "== go test (all packages, real kernel, real Prometheus and Alertmanager)"
 # One package at a time: the scenario, load and end-to-end tests time
 # detectors and latencies on a 2-core machine and must not share it.

@@ -43,7 +43,7 @@ func (c *engineCollector) Describe(chan<- *prometheus.Desc) {}
 
 // Collect sends one tcpstate_alert series per active alert.
 func (c *engineCollector) Collect(ch chan<- prometheus.Metric) {
-	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.GaugeValue, float64(c.e.Dropped()))
+	ch <- constMetric(c.dropped, prometheus.GaugeValue, float64(c.e.Dropped()))
 	for _, m := range c.alertSeries() {
 		ch <- m
 	}
@@ -80,4 +80,16 @@ func (c *engineCollector) alertSeries() []prometheus.Metric {
 	}
 	c.built, c.gen, c.series = true, gen, series
 	return series
+}
+
+// constMetric returns the metric, or, if the values do not fit desc, an
+// invalid metric that carries the error: the scrape reports it (promhttp
+// answers with the error, or logs it and serves the rest, as configured)
+// instead of the agent panicking.
+func constMetric(desc *prometheus.Desc, vt prometheus.ValueType, v float64, labels ...string) prometheus.Metric {
+	m, err := prometheus.NewConstMetric(desc, vt, v, labels...)
+	if err != nil {
+		return prometheus.NewInvalidMetric(desc, err)
+	}
+	return m
 }

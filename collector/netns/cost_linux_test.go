@@ -156,7 +156,7 @@ func TestSweepCost(t *testing.T) {
 
 	// Phase 2: the Manager over these namespaces at the default 5% budget.
 	func() {
-		rec := &logRecorder{}
+		rec := &fixture.LogRecorder{}
 		m, err := NewManager(Config{
 			Refresh: 30 * time.Second, Interval: time.Second, CPUBudget: 0.05, Logger: slog.New(rec),
 			NewSampler: func(h *Handle) (*collector.Sampler, error) {
@@ -190,7 +190,7 @@ func TestSweepCost(t *testing.T) {
 		t.Logf("Manager at 5%% over %d namespaces: process CPU %.2f%% of a core over %v; sweeps %d→%d, latest sweep CPU %v, wall %v; planned period %v, full every %v; dumps so far %d (full %d, rare %d); warnings %q",
 			st.Namespaces, 100*used.Seconds()/wall.Seconds(), wall.Round(time.Second), st0.Sweeps, st.Sweeps,
 			st.SweepCPU, st.SweepDuration.Round(time.Millisecond), st.Period.Round(time.Millisecond), st.FullEvery.Round(time.Millisecond),
-			dumps, full, rare, rec.records())
+			dumps, full, rare, rec.Records())
 	}()
 
 	// Phase 3: the same number of sockets in one namespace.

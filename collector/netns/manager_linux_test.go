@@ -22,6 +22,7 @@ import (
 	"github.com/tcpstate/tcpstate-exporter/collector"
 	"github.com/tcpstate/tcpstate-exporter/diag"
 	"github.com/tcpstate/tcpstate-exporter/diag/diagtest"
+	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 )
 
 // fakeDial answers every dump with the sockets of the requested states.
@@ -64,7 +65,7 @@ func TestManagerFakeTree(t *testing.T) {
 	}
 	var podMu sync.Mutex
 	pods := map[string][2]string{"uid-a": {"shop", "web-0"}}
-	rec := &logRecorder{}
+	rec := &fixture.LogRecorder{}
 	before := openFDs(t)
 
 	m, err := NewManager(Config{
@@ -160,7 +161,7 @@ func TestManagerFakeTree(t *testing.T) {
 		t.Errorf("%d targets after Run returned", n)
 	}
 	checkNoLeak(t, before)
-	if r := rec.records(); len(r) > 0 {
+	if r := rec.Records(); len(r) > 0 {
 		t.Errorf("warnings or errors logged: %q", r)
 	}
 }
@@ -214,7 +215,7 @@ tcpstate_netns_namespaces 1
 // TestManagerDiscoveryFailure checks that a failing discovery is logged
 // once, not every cycle, and that the Manager keeps running.
 func TestManagerDiscoveryFailure(t *testing.T) {
-	rec := &logRecorder{}
+	rec := &fixture.LogRecorder{}
 	m, err := NewManager(Config{ProcRoot: filepath.Join(t.TempDir(), "none"), Refresh: 5 * time.Millisecond,
 		Interval: 5 * time.Millisecond, Logger: slog.New(rec)})
 	if err != nil {
@@ -227,7 +228,7 @@ func TestManagerDiscoveryFailure(t *testing.T) {
 	if st.RefreshErrors < 5 {
 		t.Errorf("only %d failed discoveries in 300ms", st.RefreshErrors)
 	}
-	if r := rec.records(); len(r) != 1 || !strings.Contains(r[0], "discovery failed") {
+	if r := rec.Records(); len(r) != 1 || !strings.Contains(r[0], "discovery failed") {
 		t.Errorf("logged %q, want one discovery failure", r)
 	}
 }

@@ -51,10 +51,10 @@ func (c *metrics) Describe(ch chan<- *prometheus.Desc) {
 func (c *metrics) Collect(ch chan<- prometheus.Metric) {
 	st := c.m.Stats()
 	g := func(d *prometheus.Desc, v float64) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+		ch <- constMetric(d, prometheus.GaugeValue, v)
 	}
 	n := func(d *prometheus.Desc, v uint64) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+		ch <- constMetric(d, prometheus.CounterValue, float64(v))
 	}
 	g(c.namespaces, float64(st.Namespaces))
 	n(c.added, st.Added)
@@ -68,4 +68,16 @@ func (c *metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	g(c.period, st.Period.Seconds())
 	g(c.full, st.FullEvery.Seconds())
+}
+
+// constMetric returns the metric, or, if the values do not fit desc, an
+// invalid metric that carries the error: the scrape reports it (promhttp
+// answers with the error, or logs it and serves the rest, as configured)
+// instead of the agent panicking.
+func constMetric(desc *prometheus.Desc, vt prometheus.ValueType, v float64, labels ...string) prometheus.Metric {
+	m, err := prometheus.NewConstMetric(desc, vt, v, labels...)
+	if err != nil {
+		return prometheus.NewInvalidMetric(desc, err)
+	}
+	return m
 }

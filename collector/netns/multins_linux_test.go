@@ -72,7 +72,7 @@ func TestManagerRealNamespaces(t *testing.T) {
 	podNames := map[string][2]string{"uid-0": {"shop", "web-0"}, "uid-3": {"shop", "worker-3"}}
 
 	before := openFDs(t)
-	rec := &logRecorder{}
+	rec := &fixture.LogRecorder{}
 	logger := slog.New(rec)
 	m, err := NewManager(Config{
 		Refresh:   300 * time.Millisecond,
@@ -164,7 +164,7 @@ func TestManagerRealNamespaces(t *testing.T) {
 	cancel()
 	<-done
 	checkNoLeak(t, before)
-	if r := rec.records(); len(r) > 0 {
+	if r := rec.Records(); len(r) > 0 {
 		t.Errorf("warnings or errors logged: %q", r)
 	}
 	st := m.Stats()
