@@ -108,54 +108,15 @@ func buildBinary() (string, error) {
 	return bin, os.Chmod(bin, 0o755)
 }
 
-// exporterProc is one exporter process running in a fixture namespace.
-type exporterProc struct {
-	cmd  *exec.Cmd
-	logs *fixture.LogBuffer
-	done chan struct{} // closed when the process has exited
-	err  error         // cmd.Wait's result, set before done closes
-}
-
 // startExporter runs wrapper (a command line that executes its last
 // argument, such as setpriv; may be empty), then the binary with args,
-// inside ns. `ip netns exec` and the wrapper exec in place, so the process
-// id is the exporter's. A cleanup interrupts it and waits for it.
-func startExporter(t *testing.T, ctx context.Context, ns *fixture.Netns, bin string, wrapper []string, args ...string) *exporterProc {
+// inside ns, under fixture.StartProc. `ip netns exec` and the wrapper exec
+// in place, so the process id is the exporter's. A cleanup stops it and
+// waits for it.
+func startExporter(t *testing.T, ctx context.Context, ns *fixture.Netns, bin string, wrapper []string, args ...string) *fixture.Proc {
 	t.Helper()
 	argv := append(append(append([]string{}, wrapper...), bin), args...)
-	cmd := ns.Command(ctx, argv[0], argv[1:]...)
-	p := &exporterProc{cmd: cmd, logs: &fixture.LogBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.logs, p.logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %v: %v", argv, err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("exporter log:\n%s", p.logs.String())
-		}
-	})
-	return p
-}
-
-// exited reports whether the process has ended.
-func (p *exporterProc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
+	return fixture.StartProc(t, "exporter", ns.Command(ctx, argv[0], argv[1:]...), fixture.ProcOptions{})
 }
 
 // nsTransport returns an HTTP transport whose connections are made inside
@@ -184,7 +145,7 @@ func get(c *http.Client, url, user, pass string) (int, []byte, error) {
 
 // waitReady polls /-/ready until it answers 200, the process exits, or 20
 // seconds pass.
-func waitReady(t *testing.T, p *exporterProc, c *http.Client, base, user, pass string) {
+func waitReady(t *testing.T, p *fixture.Proc, c *http.Client, base, user, pass string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -192,11 +153,11 @@ func waitReady(t *testing.T, p *exporterProc, c *http.Client, base, user, pass s
 		if err == nil && code == http.StatusOK {
 			return
 		}
-		if p.exited() {
-			t.Fatalf("exporter exited before it was ready (%v):\n%s", p.err, p.logs.String())
+		if p.Exited() {
+			t.Fatalf("exporter exited before it was ready (%v):\n%s", p.Err(), p.Logs.String())
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("exporter not ready after 20s: status %d, %v, %q\n%s", code, err, body, p.logs.String())
+			t.Fatalf("exporter not ready after 20s: status %d, %v, %q\n%s", code, err, body, p.Logs.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -423,22 +384,22 @@ func TestAccessBadWebConfig(t *testing.T) {
 			defer cancel()
 			p := startExporter(t, ctx, ns, bin, nil, "--web.listen-address="+exporterAddr, "--web.config.file="+tc.file)
 			select {
-			case <-p.done:
+			case <-p.Done():
 			case <-time.After(15 * time.Second):
-				t.Fatalf("still running 15s after start with a bad web config:\n%s", p.logs.String())
+				t.Fatalf("still running 15s after start with a bad web config:\n%s", p.Logs.String())
 			}
 			var exitErr *exec.ExitError
-			if !errors.As(p.err, &exitErr) || exitErr.ExitCode() <= 0 {
-				t.Fatalf("exit: %v, want a non-zero exit code\n%s", p.err, p.logs.String())
+			if !errors.As(p.Err(), &exitErr) || exitErr.ExitCode() <= 0 {
+				t.Fatalf("exit: %v, want a non-zero exit code\n%s", p.Err(), p.Logs.String())
 			}
 			var errLines []string
-			for _, l := range strings.Split(strings.TrimSpace(p.logs.String()), "\n") {
+			for _, l := range strings.Split(strings.TrimSpace(p.Logs.String()), "\n") {
 				if strings.Contains(l, "level=ERROR") || strings.Contains(l, "error:") {
 					errLines = append(errLines, l)
 				}
 			}
 			if len(errLines) != 1 {
-				t.Fatalf("exit code %d with %d error lines, want one:\n%s", exitErr.ExitCode(), len(errLines), p.logs.String())
+				t.Fatalf("exit code %d with %d error lines, want one:\n%s", exitErr.ExitCode(), len(errLines), p.Logs.String())
 			}
 			line := errLines[0]
 			if !strings.Contains(line, tc.cause) {
@@ -520,13 +481,13 @@ func TestUnprivilegedHostMode(t *testing.T) {
 	base := "http://" + exporterAddr
 	waitReady(t, p, client, base, "", "")
 
-	st, err := procStatus(p.cmd.Process.Pid)
+	st, err := procStatus(p.Cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	comm, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p.cmd.Process.Pid), "comm"))
+	comm, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p.Cmd.Process.Pid), "comm"))
 	if got := strings.TrimSpace(string(comm)); !strings.HasPrefix("tcpstate-exporter", got) || got == "" {
-		t.Fatalf("process %d is %q, not the exporter", p.cmd.Process.Pid, got)
+		t.Fatalf("process %d is %q, not the exporter", p.Cmd.Process.Pid, got)
 	}
 	for key, want := range map[string]string{
 		"Uid":        "65534\t65534\t65534\t65534",
@@ -540,10 +501,10 @@ func TestUnprivilegedHostMode(t *testing.T) {
 		"NoNewPrivs": "1",
 	} {
 		if st[key] != want {
-			t.Errorf("/proc/%d/status %s: %q, want %q", p.cmd.Process.Pid, key, st[key], want)
+			t.Errorf("/proc/%d/status %s: %q, want %q", p.Cmd.Process.Pid, key, st[key], want)
 		}
 	}
-	t.Logf("exporter pid %d: Uid %q CapEff %s CapBnd %s NoNewPrivs %s", p.cmd.Process.Pid, st["Uid"], st["CapEff"], st["CapBnd"], st["NoNewPrivs"])
+	t.Logf("exporter pid %d: Uid %q CapEff %s CapBnd %s NoNewPrivs %s", p.Cmd.Process.Pid, st["Uid"], st["CapEff"], st["CapBnd"], st["NoNewPrivs"])
 
 	// The exporter's listener and the kept-alive scrape connection.
 	want[0][fixture.Listen]++

@@ -3,7 +3,6 @@
 package netns
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -166,10 +165,7 @@ func TestSweepCost(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { m.Run(ctx); close(done) }()
-		defer func() { cancel(); <-done }()
+		defer fixture.Background(t, "Manager.Run", m.Run).Stop(fixture.DefaultStopGrace)
 		// Let the first sweep (all full, paced) run, then measure a
 		// steady window.
 		time.Sleep(30 * time.Second)

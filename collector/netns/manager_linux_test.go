@@ -91,10 +91,8 @@ func TestManagerFakeTree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { m.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	bg := fixture.Background(t, "Manager.Run", m.Run)
+	defer bg.Stop(fixture.DefaultStopGrace)
 
 	label := func(ns string) string { return strconv.FormatUint(ft.key(ns).Inode, 10) }
 	want := map[string]struct {
@@ -155,8 +153,9 @@ func TestManagerFakeTree(t *testing.T) {
 			t.Errorf("descriptor %s still open on the dropped namespace", fd)
 		}
 	}
-	cancel()
-	<-done
+	if !bg.Stop(fixture.DefaultStopGrace) {
+		t.FailNow()
+	}
 	if n := len(m.Targets()); n != 0 {
 		t.Errorf("%d targets after Run returned", n)
 	}
