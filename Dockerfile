@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 
 # Build a static binary: no cgo, so it runs on a distroless base without libc.
-FROM --platform=$BUILDPLATFORM golang:1.26 AS builder
+# The Go release go.mod names as toolchain: standard-library fixes come
+# with patch releases (a test checks the two agree).
+FROM --platform=$BUILDPLATFORM golang:1.26.11 AS builder
 ARG TARGETOS
 ARG TARGETARCH
 WORKDIR /src

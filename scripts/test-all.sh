@@ -9,6 +9,12 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
+# Build and test with the toolchain go.mod names (the module proxy serves
+# it), also where the go command's configuration says GOTOOLCHAIN=local:
+# standard-library fixes come with Go patch releases.
+export GOTOOLCHAIN=auto
+echo "== $(go version)"
+
 need_pkgs=()
 command -v promtool >/dev/null || need_pkgs+=(prometheus)
 { command -v alertmanager || command -v prometheus-alertmanager; } >/dev/null && command -v amtool >/dev/null || need_pkgs+=(prometheus-alertmanager)
@@ -42,6 +48,8 @@ if [ -n "$unformatted" ]; then echo "not gofmt-ed: $unformatted"; exit 1; fi
 go vet ./...
 echo "== golangci-lint (.golangci.yml: architecture rules, staticcheck, revive, ...)"
 golangci-lint run ./...
+echo "== govulncheck, offline (scripts/vulncheck.sh)"
+scripts/vulncheck.sh
 echo "== go test (all packages, real kernel, real Prometheus and Alertmanager)"
 # One package at a time: the scenario, load and end-to-end tests time
 # detectors and latencies on a 2-core machine and must not share it.
