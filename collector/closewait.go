@@ -72,8 +72,8 @@ type closeWaitTracker struct {
 	backoff int
 }
 
-func newCloseWaitTracker(max int) *closeWaitTracker {
-	return &closeWaitTracker{max: max, m: map[uint64]cwEntry{}, portCmd: map[uint16]string{}}
+func newCloseWaitTracker(limit int) *closeWaitTracker {
+	return &closeWaitTracker{max: limit, m: map[uint64]cwEntry{}, portCmd: map[uint16]string{}}
 }
 
 // begin starts a dump taken at now.

@@ -74,12 +74,9 @@ func watch(t *testing.T, ns *fixture.Netns, cfg detect.Config) *watcher {
 			w.mu.Unlock()
 		},
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx) }()
+	run := fixture.Background(t, "Sampler.Run", s.Run)
 	t.Cleanup(func() {
-		cancel()
-		<-done
+		run.Stop(fixture.DefaultStopGrace)
 		f.Close()
 	})
 	return w

@@ -2,9 +2,7 @@ package dashboards
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,8 +16,6 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
 )
-
-var update = flag.Bool("update", false, "rewrite dashboards/*.json from the generator")
 
 // rateWindow stands in for $__rate_interval, so that the test can tell that
 // every rate() and increase() uses the variable and not a fixed window.
@@ -47,46 +43,6 @@ func substitute(s string) string {
 		s = strings.ReplaceAll(s, sub.from, sub.to)
 	}
 	return s
-}
-
-// TestGenerated checks that the committed JSON files are exactly what the
-// generator writes, and rewrites them with -update.
-func TestGenerated(t *testing.T) {
-	boards := allDashboards()
-	for name, d := range boards {
-		if err := checkSlug(strings.TrimPrefix(d.UID, "tcpstate-")); err != nil {
-			t.Fatal(err)
-		}
-		var buf bytes.Buffer
-		enc := json.NewEncoder(&buf)
-		enc.SetIndent("", "  ")
-		enc.SetEscapeHTML(false)
-		if err := enc.Encode(d); err != nil {
-			t.Fatalf("encoding %s: %v", name, err)
-		}
-		if *update {
-			if err := os.WriteFile(name, buf.Bytes(), 0o644); err != nil {
-				t.Fatalf("writing %s: %v", name, err)
-			}
-			continue
-		}
-		got, err := os.ReadFile(name)
-		if err != nil {
-			t.Fatalf("reading %s (run `go test ./dashboards -run TestGenerated -update`): %v", name, err)
-		}
-		if !bytes.Equal(got, buf.Bytes()) {
-			t.Errorf("%s differs from the generator's output; run `go test ./dashboards -run TestGenerated -update`", name)
-		}
-	}
-	files, err := filepath.Glob("*.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range files {
-		if _, ok := boards[f]; !ok {
-			t.Errorf("%s is not produced by the generator", f)
-		}
-	}
 }
 
 // jsonDashboard is what the checks read back from the committed files.

@@ -1,12 +1,15 @@
 // Package dashboards holds the Grafana dashboards for tcpstate-exporter as
 // committed JSON models (overview, listeners, leaks-and-exhaustion, pods,
-// alerts). The models are written by a generator that lives in this package's
-// tests; its tests also parse every query with the PromQL parser and check the
-// metric names against the contract and the recording rules.
+// alerts). The program in gen/ writes them, and its test checks that the
+// committed files are what it writes; this package's tests parse every query
+// with the PromQL parser and check the metric names against the contract and
+// the recording rules.
 //
-// Regenerate the JSON files after changing the generator with:
+// Regenerate the JSON files, and their copies in the Helm chart, after
+// changing the generator with:
 //
-//	go test ./dashboards -run TestGenerated -update
+//	go generate ./dashboards
 package dashboards
 
-//go:generate go test -run TestGenerated -update .
+//go:generate go run ./gen -out .
+//go:generate ../deploy/helm/sync-files.sh

@@ -141,7 +141,7 @@ func (c *Conn) dumpOne(w wireRequest, fn func(*Socket) error, st *Stats) error {
 		st.Datagrams++
 		st.Bytes += n
 		err = c.handleDatagram(c.buf[:n], seq, w.msgType, fn, st)
-		if err == errDone {
+		if errors.Is(err, errDone) {
 			return nil
 		}
 		if err != nil {

@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -86,76 +85,19 @@ func runLeakyServer(out io.Writer, in io.Reader) int {
 	}
 }
 
-// proc is a process the test started inside the namespace.
-type proc struct {
-	name   string
-	cmd    *exec.Cmd
-	logs   *fixture.LogBuffer
-	exited chan struct{}
-	err    error // set before exited is closed
-}
-
-// running reports whether the process is still alive.
-func (p *proc) running() bool {
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
-}
-
 // startInNetns starts bin inside ns (through `ip netns exec`, which execs
-// bin, so the process is bin itself). Its cleanup stops it with SIGTERM,
-// kills it after ten seconds, and prints its output when the test failed.
-// stdout, when not nil, receives the process's standard output instead of
-// the log buffer.
-func startInNetns(t *testing.T, ns *fixture.Netns, name, bin string, stdout io.Writer, env []string, args ...string) *proc {
+// bin, so the process is bin itself) under fixture.StartProc: its cleanup
+// stops it with SIGTERM, kills it after ten seconds, and prints the tail of
+// its output when the test failed. stdout, when not nil, receives the
+// process's standard output instead of the log buffer.
+func startInNetns(t *testing.T, ns *fixture.Netns, name, bin string, stdout io.Writer, env []string, args ...string) *fixture.Proc {
 	t.Helper()
-	p := &proc{name: name, logs: &fixture.LogBuffer{}, exited: make(chan struct{})}
-	p.cmd = ns.Command(context.Background(), bin, args...)
-	p.cmd.SysProcAttr = dieWithTest()
-	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-	if stdout != nil {
-		p.cmd.Stdout = stdout
-	}
+	cmd := ns.Command(context.Background(), bin, args...)
+	cmd.Stdout = stdout
 	if env != nil {
-		p.cmd.Env = append(os.Environ(), env...)
+		cmd.Env = append(os.Environ(), env...)
 	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting %s (%s): %v", name, bin, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		if p.running() {
-			p.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-p.exited:
-			case <-time.After(10 * time.Second):
-				t.Logf("%s did not stop within 10 s of SIGTERM; killing it", name)
-				p.cmd.Process.Kill()
-				<-p.exited
-			}
-		}
-		if t.Failed() {
-			t.Logf("%s output (exit: %v):\n%s", name, p.err, tail(p.logs.String(), 6000))
-		}
-	})
-	return p
-}
-
-// dieWithTest makes the kernel kill a started process when the test binary
-// dies without running its cleanups (killed by go test -timeout, say), so
-// no Prometheus or Alertmanager outlives the test. `ip netns exec` execs the
-// real program, which keeps the setting. (The signal is tied to the thread
-// that started the process; the Go runtime ends threads only for goroutines
-// that exit while locked to one, which the test never does when starting a
-// process.)
-func dieWithTest() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return fixture.StartProc(t, name, cmd, fixture.ProcOptions{LogTail: 6000})
 }
 
 // tail returns at most the last n bytes of s.
@@ -177,7 +119,7 @@ func nsClient(ns *fixture.Netns) *http.Client {
 
 // waitReady polls url until it answers 200, the process exits, or the
 // timeout passes.
-func waitReady(t *testing.T, c *http.Client, p *proc, url string, timeout time.Duration) {
+func waitReady(t *testing.T, c *http.Client, p *fixture.Proc, url string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var last string
@@ -193,11 +135,11 @@ func waitReady(t *testing.T, c *http.Client, p *proc, url string, timeout time.D
 		} else {
 			last = err.Error()
 		}
-		if !p.running() {
-			t.Fatalf("%s exited before it was ready: %v\n%s", p.name, p.err, tail(p.logs.String(), 6000))
+		if p.Exited() {
+			t.Fatalf("%s exited before it was ready: %v\n%s", p.Name, p.Err(), tail(p.Logs.String(), 6000))
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready at %s after %v (last: %s)\n%s", p.name, url, timeout, last, tail(p.logs.String(), 6000))
+			t.Fatalf("%s not ready at %s after %v (last: %s)\n%s", p.Name, url, timeout, last, tail(p.Logs.String(), 6000))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -288,7 +230,7 @@ func startWebhook(t *testing.T, ns *fixture.Netns) (*webhook, string) {
 
 // startAlertmanager runs Alertmanager in ns with one route that sends every
 // alert to hookURL at once, clustering off, state in a temporary directory.
-func startAlertmanager(t *testing.T, ns *fixture.Netns, c *http.Client, bin, dir, hookURL string) *proc {
+func startAlertmanager(t *testing.T, ns *fixture.Netns, c *http.Client, bin, dir, hookURL string) *fixture.Proc {
 	t.Helper()
 	cfg := fmt.Sprintf(`route:
   receiver: hook
@@ -319,7 +261,7 @@ receivers:
 
 // startExporter runs the exporter in ns, pushing its alerts to the
 // Alertmanager.
-func startExporter(t *testing.T, ns *fixture.Netns, c *http.Client, bin string, args ...string) *proc {
+func startExporter(t *testing.T, ns *fixture.Netns, c *http.Client, bin string, args ...string) *fixture.Proc {
 	t.Helper()
 	p := startInNetns(t, ns, "tcpstate-exporter", bin, nil, nil, append([]string{
 		"--web.listen-address=" + exporterAddr,
@@ -338,7 +280,7 @@ const (
 // startPrometheus runs Prometheus in ns: it scrapes the exporter every
 // second, evaluates rulesFile every second and sends alerts to the
 // Alertmanager.
-func startPrometheus(t *testing.T, ns *fixture.Netns, c *http.Client, bin, dir, rulesFile string) *proc {
+func startPrometheus(t *testing.T, ns *fixture.Netns, c *http.Client, bin, dir, rulesFile string) *fixture.Proc {
 	t.Helper()
 	cfg := fmt.Sprintf(`global:
   scrape_interval: 1s
@@ -372,7 +314,7 @@ scrape_configs:
 
 // leakyServer is the running helper and the port it listens on.
 type leakyServer struct {
-	proc  *proc
+	proc  *fixture.Proc
 	port  int
 	lines chan string
 }
@@ -417,45 +359,27 @@ func startLeakyServer(t *testing.T, ns *fixture.Netns, dir string) *leakyServer 
 		}
 		ls.port = port
 	case <-time.After(15 * time.Second):
-		t.Fatalf("leaky server did not listen within 15 s\n%s", ls.proc.logs.String())
+		t.Fatalf("leaky server did not listen within 15 s\n%s", ls.proc.Logs.String())
 	}
 	return ls
 }
 
 // startWithStdin is startInNetns with a pipe to the process's standard
-// input kept open for its life; closing it tells the helper to exit.
-func startWithStdin(t *testing.T, ns *fixture.Netns, name, bin string, stdout io.Writer, env []string) *proc {
+// input kept open for its life; closing it tells the helper to exit, which
+// is how the cleanup stops it.
+func startWithStdin(t *testing.T, ns *fixture.Netns, name, bin string, stdout io.Writer, env []string) *fixture.Proc {
 	t.Helper()
-	p := &proc{name: name, logs: &fixture.LogBuffer{}, exited: make(chan struct{})}
-	p.cmd = ns.Command(context.Background(), bin)
-	p.cmd.SysProcAttr = dieWithTest()
-	p.cmd.Stdout, p.cmd.Stderr = stdout, p.logs
-	p.cmd.Env = append(os.Environ(), env...)
-	w, err := p.cmd.StdinPipe()
+	cmd := ns.Command(context.Background(), bin)
+	cmd.Stdout = stdout
+	cmd.Env = append(os.Environ(), env...)
+	w, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		w.Close()
-		select {
-		case <-p.exited:
-		case <-time.After(10 * time.Second):
-			t.Logf("%s did not exit within 10 s of its stdin closing; killing it", name)
-			p.cmd.Process.Kill()
-			<-p.exited
-		}
-		if t.Failed() {
-			t.Logf("%s stderr (exit: %v):\n%s", name, p.err, tail(p.logs.String(), 3000))
-		}
+	return fixture.StartProc(t, name, cmd, fixture.ProcOptions{
+		Stop:    func(*exec.Cmd) error { return w.Close() },
+		LogTail: 3000,
 	})
-	return p
 }
 
 // leak opens n connections to the leaky server from inside ns and closes

@@ -15,13 +15,19 @@ import (
 
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tcpstate/tcpstate-exporter"
 )
 
 const (
-	rulesFile     = "tcpstate.rules.yml"
-	runbookDir    = "../docs/runbooks"
-	runbookPrefix = "https://github.com/tcpstate/tcpstate-exporter/blob/main/docs/runbooks/"
+	rulesFile  = "tcpstate.rules.yml"
+	runbookDir = "../docs/runbooks"
 )
+
+// runbookPrefix is where the runbooks of this release live: the tag named by
+// the VERSION file. `go generate ./rules` rewrites the rules and their tests
+// to it.
+var runbookPrefix = tcpstate.RunbookBase()
 
 // detectorAlerts are the alerts the exporter's own detectors raise; each needs
 // a runbook even though the rules file mirrors them.
@@ -137,7 +143,7 @@ func TestAlertMetadata(t *testing.T) {
 		}
 		url := r.Annotations["runbook_url"]
 		if url != runbookPrefix+r.Alert+".md" {
-			t.Errorf("%s: runbook_url %q, want %q", where, url, runbookPrefix+r.Alert+".md")
+			t.Errorf("%s: runbook_url %q, want %q (run go generate ./rules)", where, url, runbookPrefix+r.Alert+".md")
 			continue
 		}
 		if _, err := os.Stat(filepath.Join(runbookDir, r.Alert+".md")); err != nil {

@@ -9,6 +9,12 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 
+# Build and test with the toolchain go.mod names (the module proxy serves
+# it), also where the go command's configuration says GOTOOLCHAIN=local:
+# standard-library fixes come with Go patch releases.
+export GOTOOLCHAIN=auto
+echo "== $(go version)"
+
 need_pkgs=()
 command -v promtool >/dev/null || need_pkgs+=(prometheus)
 { command -v alertmanager || command -v prometheus-alertmanager; } >/dev/null && command -v amtool >/dev/null || need_pkgs+=(prometheus-alertmanager)
@@ -30,10 +36,20 @@ fi
 # tests run their own instances on free ports.
 systemctl stop prometheus prometheus-alertmanager >/dev/null 2>&1 || true
 
+golangci_lint_version=v2.15.0
+if ! golangci-lint version 2>/dev/null | grep -q "version ${golangci_lint_version#v} "; then
+  echo "installing golangci-lint ${golangci_lint_version} (takes a few minutes cold)"
+  (cd /tmp && go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@${golangci_lint_version}")
+fi
+
 echo "== gofmt, go vet"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then echo "not gofmt-ed: $unformatted"; exit 1; fi
 go vet ./...
+echo "== golangci-lint (.golangci.yml: architecture rules, staticcheck, revive, ...)"
+golangci-lint run ./...
+echo "== govulncheck, offline (scripts/vulncheck.sh)"
+scripts/vulncheck.sh
 echo "== go test (all packages, real kernel, real Prometheus and Alertmanager)"
 # One package at a time: the scenario, load and end-to-end tests time
 # detectors and latencies on a 2-core machine and must not share it.

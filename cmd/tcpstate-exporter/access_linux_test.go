@@ -16,11 +16,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"go/ast"
-	"go/parser"
-	"go/token"
 	"io"
-	"io/fs"
 	"math/big"
 	"net"
 	"net/http"
@@ -107,59 +103,20 @@ func buildBinary() (string, error) {
 		return "", err
 	}
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
+		return "", fmt.Errorf("go build: %w\n%s", err, out)
 	}
 	return bin, os.Chmod(bin, 0o755)
 }
 
-// exporterProc is one exporter process running in a fixture namespace.
-type exporterProc struct {
-	cmd  *exec.Cmd
-	logs *fixture.LogBuffer
-	done chan struct{} // closed when the process has exited
-	err  error         // cmd.Wait's result, set before done closes
-}
-
 // startExporter runs wrapper (a command line that executes its last
 // argument, such as setpriv; may be empty), then the binary with args,
-// inside ns. `ip netns exec` and the wrapper exec in place, so the process
-// id is the exporter's. A cleanup interrupts it and waits for it.
-func startExporter(t *testing.T, ctx context.Context, ns *fixture.Netns, bin string, wrapper []string, args ...string) *exporterProc {
+// inside ns, under fixture.StartProc. `ip netns exec` and the wrapper exec
+// in place, so the process id is the exporter's. A cleanup stops it and
+// waits for it.
+func startExporter(t *testing.T, ctx context.Context, ns *fixture.Netns, bin string, wrapper []string, args ...string) *fixture.Proc {
 	t.Helper()
 	argv := append(append(append([]string{}, wrapper...), bin), args...)
-	cmd := ns.Command(ctx, argv[0], argv[1:]...)
-	p := &exporterProc{cmd: cmd, logs: &fixture.LogBuffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.logs, p.logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %v: %v", argv, err)
-	}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("exporter log:\n%s", p.logs.String())
-		}
-	})
-	return p
-}
-
-// exited reports whether the process has ended.
-func (p *exporterProc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
+	return fixture.StartProc(t, "exporter", ns.Command(ctx, argv[0], argv[1:]...), fixture.ProcOptions{})
 }
 
 // nsTransport returns an HTTP transport whose connections are made inside
@@ -188,7 +145,7 @@ func get(c *http.Client, url, user, pass string) (int, []byte, error) {
 
 // waitReady polls /-/ready until it answers 200, the process exits, or 20
 // seconds pass.
-func waitReady(t *testing.T, p *exporterProc, c *http.Client, base, user, pass string) {
+func waitReady(t *testing.T, p *fixture.Proc, c *http.Client, base, user, pass string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -196,11 +153,11 @@ func waitReady(t *testing.T, p *exporterProc, c *http.Client, base, user, pass s
 		if err == nil && code == http.StatusOK {
 			return
 		}
-		if p.exited() {
-			t.Fatalf("exporter exited before it was ready (%v):\n%s", p.err, p.logs.String())
+		if p.Exited() {
+			t.Fatalf("exporter exited before it was ready (%v):\n%s", p.Err(), p.Logs.String())
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("exporter not ready after 20s: status %d, %v, %q\n%s", code, err, body, p.logs.String())
+			t.Fatalf("exporter not ready after 20s: status %d, %v, %q\n%s", code, err, body, p.Logs.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -427,22 +384,22 @@ func TestAccessBadWebConfig(t *testing.T) {
 			defer cancel()
 			p := startExporter(t, ctx, ns, bin, nil, "--web.listen-address="+exporterAddr, "--web.config.file="+tc.file)
 			select {
-			case <-p.done:
+			case <-p.Done():
 			case <-time.After(15 * time.Second):
-				t.Fatalf("still running 15s after start with a bad web config:\n%s", p.logs.String())
+				t.Fatalf("still running 15s after start with a bad web config:\n%s", p.Logs.String())
 			}
 			var exitErr *exec.ExitError
-			if !errors.As(p.err, &exitErr) || exitErr.ExitCode() <= 0 {
-				t.Fatalf("exit: %v, want a non-zero exit code\n%s", p.err, p.logs.String())
+			if !errors.As(p.Err(), &exitErr) || exitErr.ExitCode() <= 0 {
+				t.Fatalf("exit: %v, want a non-zero exit code\n%s", p.Err(), p.Logs.String())
 			}
 			var errLines []string
-			for _, l := range strings.Split(strings.TrimSpace(p.logs.String()), "\n") {
+			for _, l := range strings.Split(strings.TrimSpace(p.Logs.String()), "\n") {
 				if strings.Contains(l, "level=ERROR") || strings.Contains(l, "error:") {
 					errLines = append(errLines, l)
 				}
 			}
 			if len(errLines) != 1 {
-				t.Fatalf("exit code %d with %d error lines, want one:\n%s", exitErr.ExitCode(), len(errLines), p.logs.String())
+				t.Fatalf("exit code %d with %d error lines, want one:\n%s", exitErr.ExitCode(), len(errLines), p.Logs.String())
 			}
 			line := errLines[0]
 			if !strings.Contains(line, tc.cause) {
@@ -524,13 +481,13 @@ func TestUnprivilegedHostMode(t *testing.T) {
 	base := "http://" + exporterAddr
 	waitReady(t, p, client, base, "", "")
 
-	st, err := procStatus(p.cmd.Process.Pid)
+	st, err := procStatus(p.Cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
 	}
-	comm, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p.cmd.Process.Pid), "comm"))
+	comm, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p.Cmd.Process.Pid), "comm"))
 	if got := strings.TrimSpace(string(comm)); !strings.HasPrefix("tcpstate-exporter", got) || got == "" {
-		t.Fatalf("process %d is %q, not the exporter", p.cmd.Process.Pid, got)
+		t.Fatalf("process %d is %q, not the exporter", p.Cmd.Process.Pid, got)
 	}
 	for key, want := range map[string]string{
 		"Uid":        "65534\t65534\t65534\t65534",
@@ -544,10 +501,10 @@ func TestUnprivilegedHostMode(t *testing.T) {
 		"NoNewPrivs": "1",
 	} {
 		if st[key] != want {
-			t.Errorf("/proc/%d/status %s: %q, want %q", p.cmd.Process.Pid, key, st[key], want)
+			t.Errorf("/proc/%d/status %s: %q, want %q", p.Cmd.Process.Pid, key, st[key], want)
 		}
 	}
-	t.Logf("exporter pid %d: Uid %q CapEff %s CapBnd %s NoNewPrivs %s", p.cmd.Process.Pid, st["Uid"], st["CapEff"], st["CapBnd"], st["NoNewPrivs"])
+	t.Logf("exporter pid %d: Uid %q CapEff %s CapBnd %s NoNewPrivs %s", p.Cmd.Process.Pid, st["Uid"], st["CapEff"], st["CapBnd"], st["NoNewPrivs"])
 
 	// The exporter's listener and the kept-alive scrape connection.
 	want[0][fixture.Listen]++
@@ -593,85 +550,4 @@ func TestUnprivilegedHostMode(t *testing.T) {
 		}
 	}
 	t.Logf("unprivileged counts exact: IPv4 %v; IPv6 %v", want[0], want[1])
-}
-
-// TestNoShellOuts checks that the exporter's own code (cmd/, collector/,
-// diag/, tests excluded) never runs another program: it imports no os/exec
-// and calls none of the process-starting functions of os, syscall and
-// golang.org/x/sys/unix. Tests and internal/ may.
-func TestNoShellOuts(t *testing.T) {
-	root, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
-		t.Fatalf("module root not found at %s: %v", root, err)
-	}
-	spawners := map[string]map[string]bool{
-		"os":                    {"StartProcess": true},
-		"syscall":               {"ForkExec": true, "Exec": true, "StartProcess": true},
-		"golang.org/x/sys/unix": {"Exec": true},
-	}
-	files := 0
-	seen := map[string]bool{}
-	fset := token.NewFileSet()
-	for _, top := range []string{"cmd", "collector", "diag"} {
-		err := filepath.WalkDir(filepath.Join(root, top), func(path string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if d.IsDir() {
-				if name := d.Name(); name == "testdata" || (strings.HasPrefix(name, ".") && path != filepath.Join(root, top)) {
-					return filepath.SkipDir
-				}
-				return nil
-			}
-			if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-				return nil
-			}
-			rel, _ := filepath.Rel(root, path)
-			f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
-			if err != nil {
-				return fmt.Errorf("parsing %s: %w", rel, err)
-			}
-			files++
-			seen[rel] = true
-			local := map[string]string{} // local package name -> import path
-			for _, imp := range f.Imports {
-				ip, _ := strconv.Unquote(imp.Path.Value)
-				if ip == "os/exec" {
-					t.Errorf("%s imports os/exec: the exporter must not run other programs", rel)
-				}
-				if spawners[ip] == nil {
-					continue
-				}
-				name := ip[strings.LastIndex(ip, "/")+1:]
-				if imp.Name != nil {
-					name = imp.Name.Name
-				}
-				local[name] = ip
-			}
-			ast.Inspect(f, func(n ast.Node) bool {
-				sel, ok := n.(*ast.SelectorExpr)
-				if !ok {
-					return true
-				}
-				if id, ok := sel.X.(*ast.Ident); ok && spawners[local[id.Name]][sel.Sel.Name] {
-					t.Errorf("%s: %s.%s starts a process: the exporter must not run other programs", fset.Position(sel.Pos()), local[id.Name], sel.Sel.Name)
-				}
-				return true
-			})
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Guard against a walk that silently found nothing.
-	for _, must := range []string{"cmd/tcpstate-exporter/main.go", "collector/sampler.go", "diag/conn.go"} {
-		if !seen[must] {
-			t.Errorf("scan did not see %s", must)
-		}
-	}
-	t.Logf("scanned %d non-test Go files under cmd/, collector/, diag/", files)
 }

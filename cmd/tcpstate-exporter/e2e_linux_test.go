@@ -34,25 +34,7 @@ var update = flag.Bool("update", false, "rewrite testdata/metrics.golden from th
 func exporterInNetns(t *testing.T, ctx context.Context, ns *fixture.Netns, bin string, args ...string) (*http.Client, *fixture.LogBuffer) {
 	t.Helper()
 	cmd := ns.Command(ctx, bin, append([]string{"--web.listen-address=127.0.0.1:9874"}, args...)...)
-	logs := &fixture.LogBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("exporter log:\n%s", logs.String())
-		}
-	})
+	logs := fixture.StartProc(t, "exporter", cmd, fixture.ProcOptions{Grace: 5 * time.Second}).Logs
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: ns.DialContext, MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}}
 	deadline := time.Now().Add(15 * time.Second)
 	for {

@@ -14,13 +14,13 @@ import (
 // a body of 6555 bytes against 7440 (BenchmarkGzipLevel). h must not
 // compress.
 //
-// A gzip writer holds 1.2 MB (BenchmarkGzipWriter), so at most max of them
+// A gzip writer holds 1.2 MB (BenchmarkGzipWriter), so at most writers of them
 // exist: a response
 // that finds none free (more concurrent scrapes than that) is sent
 // uncompressed, which costs bytes on the wire but no memory or CPU.
-func withGzip(h http.Handler, max int) http.Handler {
-	free := make(chan *gzip.Writer, max)
-	for range max {
+func withGzip(h http.Handler, writers int) http.Handler {
+	free := make(chan *gzip.Writer, writers)
+	for range writers {
 		free <- nil // allocated on first use
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -104,7 +105,7 @@ func closedByServer(conns []net.Conn, wait time.Duration) int {
 			_ = c.SetReadDeadline(time.Now().Add(wait))
 			var b [1]byte
 			if _, err := c.Read(b[:]); err != nil {
-				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
 					return
 				}
 				n.Add(1)
@@ -132,7 +133,7 @@ func metricValue(t *testing.T, c *http.Client, name string) float64 {
 // httpExporter runs the exporter in a new namespace, behind wrapper (may
 // be nil), listening on exporterAddr with args, and waits until it is
 // ready over plain HTTP. The context ends with the test.
-func httpExporter(t *testing.T, wrapper []string, args ...string) (context.Context, *fixture.Netns, *exporterProc, *http.Client) {
+func httpExporter(t *testing.T, wrapper []string, args ...string) (context.Context, *fixture.Netns, *fixture.Proc, *http.Client) {
 	t.Helper()
 	bin := exporterBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -151,7 +152,7 @@ func httpExporter(t *testing.T, wrapper []string, args ...string) (context.Conte
 // stay flat, every client is still answered, and a scrape gets through.
 func TestHTTPIdleConnectionsBounded(t *testing.T) {
 	ctx, ns, p, c := httpExporter(t, nil)
-	pid := p.cmd.Process.Pid
+	pid := p.Cmd.Process.Pid
 	baseFDs := openFDs(t, pid)
 	baseG := metricValue(t, c, "go_goroutines")
 
@@ -173,8 +174,8 @@ func TestHTTPIdleConnectionsBounded(t *testing.T) {
 	if g > baseG+2*64+20 {
 		t.Errorf("exporter runs %v goroutines with %d idle clients (%v before)", g, clients, baseG)
 	}
-	if p.exited() {
-		t.Fatalf("exporter exited: %v", p.err)
+	if p.Exited() {
+		t.Fatalf("exporter exited: %v", p.Err())
 	}
 	if ev := metricValue(t, c, "tcpstate_http_connections_evicted_total"); ev < clients-64-1 {
 		t.Errorf("tcpstate_http_connections_evicted_total = %v, want at least %d", ev, clients-64-1)
@@ -186,7 +187,7 @@ func TestHTTPIdleConnectionsBounded(t *testing.T) {
 // them after --web.idle-timeout, returning to its descriptor count.
 func TestHTTPIdleTimeout(t *testing.T) {
 	ctx, ns, p, _ := httpExporter(t, nil, "--web.idle-timeout=2s", "--web.max-connections=1000")
-	pid := p.cmd.Process.Pid
+	pid := p.Cmd.Process.Pid
 	baseFDs := openFDs(t, pid)
 
 	const clients = 300
@@ -218,7 +219,7 @@ func TestHTTPReachableUnderFDLimit(t *testing.T) {
 		t.Skip("prlimit (util-linux) is not installed: " + err.Error())
 	}
 	ctx, ns, p, c := httpExporter(t, []string{prlimit, "--nofile=64:64"})
-	pid := p.cmd.Process.Pid
+	pid := p.Cmd.Process.Pid
 	t.Logf("exporter pid %d: %d fds when ready", pid, openFDs(t, pid))
 	limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
 	if err != nil || !regexp.MustCompile(`Max open files\s+64\s+64`).Match(limits) {
@@ -237,7 +238,7 @@ func TestHTTPReachableUnderFDLimit(t *testing.T) {
 	took := time.Since(start)
 	t.Logf("RLIMIT_NOFILE 64, %d idle clients (%d answered): exporter fds %d; scrape: status %d in %v", clients, answered, fds, code, took.Round(time.Millisecond))
 	if err != nil || code != http.StatusOK {
-		t.Fatalf("scrape under RLIMIT_NOFILE 64 with %d idle clients: status %d, %v\n%s", clients, code, err, p.logs.String())
+		t.Fatalf("scrape under RLIMIT_NOFILE 64 with %d idle clients: status %d, %v\n%s", clients, code, err, p.Logs.String())
 	}
 	mfs := parseMetrics(t, body)
 	for _, name := range []string{"tcpstate_kernel_read_errors_total", "tcpstate_dump_errors_total"} {
@@ -251,8 +252,8 @@ func TestHTTPReachableUnderFDLimit(t *testing.T) {
 	if fds >= 64 {
 		t.Errorf("exporter at its descriptor limit: %d fds", fds)
 	}
-	if strings.Contains(p.logs.String(), "too many open files") {
-		t.Errorf("exporter ran out of descriptors:\n%s", p.logs.String())
+	if strings.Contains(p.Logs.String(), "too many open files") {
+		t.Errorf("exporter ran out of descriptors:\n%s", p.Logs.String())
 	}
 }
 
@@ -295,7 +296,7 @@ func slowRequest(ctx context.Context, ns *fixture.Netns, head string, interval t
 	for rerr == nil {
 		_, rerr = br.ReadByte()
 	}
-	if ne, ok := rerr.(net.Error); ok && ne.Timeout() {
+	if ne, ok := errors.AsType[net.Error](rerr); ok && ne.Timeout() {
 		return answered, 0, status, nil
 	}
 	return answered, time.Since(start), status, nil
@@ -349,18 +350,18 @@ func TestHTTPShutdownUnderSlowClients(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 	start := time.Now()
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-p.done:
+	case <-p.Done():
 	case <-time.After(15 * time.Second):
 		t.Fatal("exporter still running 15s after SIGTERM")
 	}
 	took := time.Since(start)
-	t.Logf("SIGTERM with 20 slow-body and 20 slow-header clients: exited after %v (%v)", took.Round(time.Millisecond), p.err)
-	if p.err != nil {
-		t.Errorf("exit: %v, want 0", p.err)
+	t.Logf("SIGTERM with 20 slow-body and 20 slow-header clients: exited after %v (%v)", took.Round(time.Millisecond), p.Err())
+	if p.Err() != nil {
+		t.Errorf("exit: %v, want 0", p.Err())
 	}
 	if took > shutdownGrace+time.Second {
 		t.Errorf("exit took %v after SIGTERM, want within the %v bound", took, shutdownGrace)
@@ -446,17 +447,17 @@ func writeWebConfig(t *testing.T, path string, pki *testPKI, users ...string) {
 }
 
 // waitLog waits up to 10 s for a log line matching re.
-func waitLog(t *testing.T, p *exporterProc, re *regexp.Regexp) string {
+func waitLog(t *testing.T, p *fixture.Proc, re *regexp.Regexp) string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		for _, l := range strings.Split(p.logs.String(), "\n") {
+		for _, l := range strings.Split(p.Logs.String(), "\n") {
 			if re.MatchString(l) {
 				return l
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no log line matching %s:\n%s", re, p.logs.String())
+			t.Fatalf("no log line matching %s:\n%s", re, p.Logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -498,17 +499,17 @@ func TestHTTPServerErrorsAndSIGHUP(t *testing.T) {
 	}
 
 	// SIGHUP: still running, one line about the web config.
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitLog(t, p, regexp.MustCompile(`level=INFO .*msg="SIGHUP: web config is valid`))
-	if p.exited() {
-		t.Fatalf("exporter exited on SIGHUP: %v", p.err)
+	if p.Exited() {
+		t.Fatalf("exporter exited on SIGHUP: %v", p.Err())
 	}
 	// A new password in the file applies (exporter-toolkit rereads it).
 	newPass := randomSecret(t, 16)
 	writeWebConfig(t, webConfig, &pki, user, newPass)
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -524,13 +525,13 @@ func TestHTTPServerErrorsAndSIGHUP(t *testing.T) {
 	if err := os.WriteFile(webConfig, []byte("basic_auth_users: [\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := p.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	waitLog(t, p, regexp.MustCompile(`level=ERROR .*msg="SIGHUP: web config is invalid`))
 	time.Sleep(200 * time.Millisecond)
-	if p.exited() {
-		t.Fatalf("exporter exited on SIGHUP: %v", p.err)
+	if p.Exited() {
+		t.Fatalf("exporter exited on SIGHUP: %v", p.Err())
 	}
 }
 
@@ -638,8 +639,8 @@ func TestHTTPBasicAuthFlood(t *testing.T) {
 	}
 	// Generous: a check is one or two bcrypt comparisons behind the
 	// exporter-toolkit lock, on a loaded machine.
-	if max := lat[len(lat)-1]; max > 5*time.Second {
-		t.Errorf("slowest valid scrape under the flood took %v, want under 5s", max)
+	if slowest := lat[len(lat)-1]; slowest > 5*time.Second {
+		t.Errorf("slowest valid scrape under the flood took %v, want under 5s", slowest)
 	}
 	if firstLogin > 5*time.Second {
 		t.Errorf("a new user's first scrape under the flood took %v, want under 5s", firstLogin)

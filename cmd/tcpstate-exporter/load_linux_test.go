@@ -153,7 +153,7 @@ func TestLoadConcurrentScrapers(t *testing.T) {
 	defer cancel()
 	p := startExporter(t, ctx, ns, bin, nil, "--web.listen-address="+exporterAddr,
 		"--sample.interval="+loadInterval.String(), "--web.max-requests=0", "--web.max-connections=1000")
-	pid := p.cmd.Process.Pid
+	pid := p.Cmd.Process.Pid
 	base := "http://" + exporterAddr
 
 	ctrlTr := nsTransport(ns, nil)

@@ -61,6 +61,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*config, string, error
 	app := kingpin.New("tcpstate-exporter", "Watches every TCP socket on this node through sock_diag and serves Prometheus metrics and alerts.")
 	app.UsageWriter(stdout).ErrorWriter(stderr)
 	app.HelpFlag.Short('h')
+	stampVersion()
 	app.Version(version.Print("tcpstate-exporter"))
 	app.Flag("web.telemetry-path", "Path under which to expose metrics.").Default("/metrics").StringVar(&cfg.telemetryPath)
 	app.Flag("sample.interval", "Interval of the cheap dumps of rare states (all but established and time_wait), and the shortest interval between full dumps.").Default("1s").DurationVar(&cfg.interval)

@@ -143,17 +143,17 @@ func TestNetnsAllExactPerNamespace(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	// No descriptor of the exporter still refers to the deleted namespace.
-	fds, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(p.cmd.Process.Pid), "fd"))
+	fds, err := os.ReadDir(filepath.Join("/proc", strconv.Itoa(p.Cmd.Process.Pid), "fd"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, fd := range fds {
-		target, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(p.cmd.Process.Pid), "fd", fd.Name()))
+		target, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(p.Cmd.Process.Pid), "fd", fd.Name()))
 		if target == "net:["+goneLabel+"]" {
 			t.Errorf("exporter descriptor %s still holds the deleted namespace", fd.Name())
 		}
 	}
-	if logs := p.logs.String(); strings.Contains(logs, "level=ERROR") {
+	if logs := p.Logs.String(); strings.Contains(logs, "level=ERROR") {
 		t.Errorf("errors logged:\n%s", logs)
 	}
 }

@@ -478,11 +478,11 @@ type connInfo struct {
 	since time.Time
 }
 
-func newConnLimiter(l net.Listener, max int, m *webMetrics) *connLimiter {
+func newConnLimiter(l net.Listener, limit int, m *webMetrics) *connLimiter {
 	return &connLimiter{
 		Listener: l,
 		metrics:  m,
-		slots:    make(chan struct{}, max),
+		slots:    make(chan struct{}, limit),
 		done:     make(chan struct{}),
 		state:    map[*limitedConn]connInfo{},
 		wakeup:   make(chan struct{}, 1),

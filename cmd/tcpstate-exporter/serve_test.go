@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -163,7 +164,7 @@ func TestConnLimiterEvictsIdle(t *testing.T) {
 	closed := func(c net.Conn) bool {
 		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 		_, err := c.Read(make([]byte, 1))
-		ne, ok := err.(net.Error)
+		ne, ok := errors.AsType[net.Error](err)
 		return err != nil && !(ok && ne.Timeout())
 	}
 

@@ -204,10 +204,7 @@ func TestRealAlertmanagerReceivesAndResolves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { n.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	defer fixture.Background(t, "Notifier.Run", n.Run).Stop(fixture.DefaultStopGrace)
 
 	e := NewEngine(EngineOptions{Sender: n, EvalInterval: time.Second, GeneratorURL: "http://tsal-node:9874/alerts"})
 	target := Target{Key: "7", Labels: map[string]string{"netns": "7", "namespace": "shop", "pod": "web-0"}}

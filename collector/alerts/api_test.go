@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpstate/tcpstate-exporter"
 	"github.com/tcpstate/tcpstate-exporter/collector/detect"
 )
 
@@ -50,10 +51,10 @@ func TestAlertsJSONMatchesPrometheus(t *testing.T) {
 	// state, activeAt as RFC 3339 (UTC here), value formatted with 'e'.
 	want := `{"status":"success","data":{"alerts":[` +
 		`{"labels":{"alertname":"TCPAcceptQueueFull","port":"8080","severity":"warning"},` +
-		`"annotations":{"runbook_url":"https://github.com/tcpstate/tcpstate-exporter/blob/main/docs/runbooks/TCPAcceptQueueFull.md","summary":"queue full"},` +
+		`"annotations":{"runbook_url":"https://github.com/tcpstate/tcpstate-exporter/blob/v` + tcpstate.Version() + `/docs/runbooks/TCPAcceptQueueFull.md","summary":"queue full"},` +
 		`"state":"pending","activeAt":"2025-03-04T05:06:07.123Z","value":"1.25e-04"},` +
 		`{"labels":{"alertname":"TCPSynFlood","port":"443","severity":"critical"},` +
-		`"annotations":{"description":"1025 half-open","runbook_url":"https://github.com/tcpstate/tcpstate-exporter/blob/main/docs/runbooks/TCPSynFlood.md","summary":"SYN flood","syn_recv":"1025"},` +
+		`"annotations":{"description":"1025 half-open","runbook_url":"https://github.com/tcpstate/tcpstate-exporter/blob/v` + tcpstate.Version() + `/docs/runbooks/TCPSynFlood.md","summary":"SYN flood","syn_recv":"1025"},` +
 		`"state":"firing","activeAt":"2025-03-04T05:06:07.123Z","value":"1.5e+01"}]}}`
 	if body != want {
 		t.Errorf("body:\n%s\nwant:\n%s", body, want)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tcpstate/tcpstate-exporter"
 	"github.com/tcpstate/tcpstate-exporter/collector"
 	"github.com/tcpstate/tcpstate-exporter/collector/detect"
 )
@@ -38,9 +39,12 @@ func (s State) String() string {
 	return "inactive"
 }
 
-// DefaultRunbookBase is where runbooks live; an alert's runbook_url is this
-// followed by "<alertname>.md".
-const DefaultRunbookBase = "https://github.com/tcpstate/tcpstate-exporter/blob/main/docs/runbooks/"
+// DefaultRunbookBase is where the runbooks of this release live: an alert's
+// runbook_url is this followed by "<alertname>.md". It names the release's
+// tag from the VERSION file (tcpstate.RunbookBase), so the link shows the
+// runbook as it was when the running binary was released. It is a variable
+// only because it is computed; nothing assigns it.
+var DefaultRunbookBase = tcpstate.RunbookBase()
 
 // Defaults of EngineOptions.
 const (

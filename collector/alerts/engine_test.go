@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpstate/tcpstate-exporter"
 	"github.com/tcpstate/tcpstate-exporter/collector/detect"
 )
 
@@ -75,7 +76,7 @@ func TestPendingThenFiringThenResolved(t *testing.T) {
 	wantAnn := map[string]string{
 		"summary":     "SYN flood on port 443",
 		"description": "1025 half-open connections",
-		"runbook_url": "https://github.com/tcpstate/tcpstate-exporter/blob/main/docs/runbooks/TCPSynFlood.md",
+		"runbook_url": "https://github.com/tcpstate/tcpstate-exporter/blob/v" + tcpstate.Version() + "/docs/runbooks/TCPSynFlood.md",
 		"syn_recv":    "1025",
 		"limit":       "1024",
 	}

@@ -236,11 +236,11 @@ func (n *Notifier) Send(alerts ...PostableAlert) {
 	}
 }
 
-// take removes up to max alerts from the head of the queue.
-func (q *amQueue) take(max int) []PostableAlert {
+// take removes up to n alerts from the head of the queue.
+func (q *amQueue) take(n int) []PostableAlert {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	k := min(max, len(q.queue))
+	k := min(n, len(q.queue))
 	if k == 0 {
 		return nil
 	}

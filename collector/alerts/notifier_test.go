@@ -1,7 +1,6 @@
 package alerts
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 )
 
 // amServer records what an Alertmanager-like HTTP server receives.
@@ -86,17 +87,7 @@ func waitCounter(c prometheus.Collector, want float64) float64 {
 }
 
 func runNotifier(t *testing.T, n *Notifier) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { n.Run(ctx); close(done) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("Notifier.Run did not return after cancel")
-		}
-	})
+	fixture.Background(t, "Notifier.Run", n.Run)
 }
 
 func TestNotifierPostsV2Alerts(t *testing.T) {
@@ -247,19 +238,14 @@ func TestNotifierStopsWithRequestInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { n.Run(ctx); close(done) }()
+	run := fixture.Background(t, "Notifier.Run", n.Run)
 	n.Send(PostableAlert{Labels: map[string]string{"alertname": "A"}})
 	select {
 	case <-entered:
 	case <-time.After(10 * time.Second):
 		t.Fatal("no request reached the server")
 	}
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
+	if !run.Stop(5 * time.Second) {
 		t.Fatal("Run did not return within 5s of cancel while a request hung")
 	}
 	srv.CloseClientConnections()

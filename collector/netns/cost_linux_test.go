@@ -3,7 +3,6 @@
 package netns
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -19,9 +18,6 @@ import (
 	"github.com/tcpstate/tcpstate-exporter/diag"
 	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 )
-
-// costEnv turns on TestSweepCost, which builds about 100k sockets.
-const costEnv = "TSNS_COST"
 
 // processCPU returns this process's user and system time.
 func processCPU() time.Duration {
@@ -52,7 +48,7 @@ type dumpStats struct {
 	cpu, wall time.Duration
 }
 
-func dumpOnce(t *testing.T, c *diag.Conn, kind collector.Kind) dumpStats {
+func dumpOnce(t testing.TB, c *diag.Conn, kind collector.Kind) dumpStats {
 	t.Helper()
 	n := 0
 	st, err := c.Dump(diag.Request{States: kind.Mask()}, func(*diag.Socket) error { n++; return nil })
@@ -62,138 +58,121 @@ func dumpOnce(t *testing.T, c *diag.Conn, kind collector.Kind) dumpStats {
 	return dumpStats{sockets: n, cpu: st.CPU, wall: st.Wall}
 }
 
-// median returns the median of ds.
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
-// TestSweepCost measures what --netns=all costs: one sweep of full (and
-// rare) dumps over 50 namespaces holding about 100k sockets in all, against
-// one dump of the same number of sockets in a single namespace, then a
-// Manager held to a 5% budget over the 50 namespaces. It prints numbers and
-// asserts only that counts are exact; set TSNS_COST=1 to run it:
+// BenchmarkSweepCost measures what --netns=all costs: a sweep of full or
+// rare dumps over 50 namespaces holding about 100k sockets in all
+// (sweep/full, sweep/rare; CPU and wall per sweep, CPU of one namespace's
+// dump), a Manager held to a 5% budget over those namespaces (manager:
+// process CPU as a share of a core over a 60 s window after a 30 s warm-up,
+// once per iteration), and one dump of the same number of sockets in a
+// single namespace (single/full, single/rare). Every dump's socket count is
+// checked. It builds about 100k sockets, so hold the machine-wide lock:
 //
-//	TSNS_COST=1 go test ./collector/netns -run TestSweepCost -v -timeout 20m
-func TestSweepCost(t *testing.T) {
-	if os.Getenv(costEnv) == "" {
-		t.Skip("set " + costEnv + "=1 to build 100k sockets in 50 namespaces and measure the sweep")
-	}
+//	flock /tmp/bench.lock go test ./collector/netns -run '^$' -bench SweepCost -benchtime 5x -timeout 20m
+func BenchmarkSweepCost(b *testing.B) {
 	const (
 		nsCount   = 50
 		pairsPer  = 1000 // 2000 ESTABLISHED + 1 LISTEN per namespace
 		perHelper = 9    // namespaces per helper: 9 × 2001 descriptors
-		rounds    = 5
 	)
 	own, err := statKey("/proc/self/ns/net")
 	if err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
-	t.Logf("TCP sockets allocated on the node before: %s", tcpAlloc())
+	b.Logf("TCP sockets allocated on the node before: %s", tcpAlloc())
 
-	// Phase 1: 50 namespaces.
+	// 50 namespaces.
 	built := time.Now()
 	var handles []*Handle
-	var names []string
 	var nss []*fixture.Netns
 	var helpers []*helper
 	var batch []sockSpec
 	for i := range nsCount {
-		ns := newNamedNetns(t)
-		name := ns.Name()
-		names = append(names, name)
+		ns := newNamedNetns(b)
 		nss = append(nss, ns)
-		path := "/run/netns/" + name
+		path := "/run/netns/" + ns.Name()
 		batch = append(batch, sockSpec{Path: path, Pairs: pairsPer})
 		if len(batch) == perHelper || i == nsCount-1 {
-			helpers = append(helpers, startHelper(t, "", batch...))
+			helpers = append(helpers, startHelper(b, "", batch...))
 			batch = nil
 		}
-		h, err := Open(Namespace{Key: Key{Dev: own.Dev, Inode: inodeOf(t, path)}, Path: path}, "/proc")
+		h, err := Open(Namespace{Key: Key{Dev: own.Dev, Inode: inodeOf(b, path)}, Path: path}, "/proc")
 		if err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
 		defer h.Close()
 		handles = append(handles, h)
 	}
-	t.Logf("built %d namespaces × %d sockets in %v; TCP sockets allocated on the node: %s",
+	b.Logf("built %d namespaces × %d sockets in %v; TCP sockets allocated on the node: %s",
 		nsCount, 2*pairsPer+1, time.Since(built).Round(time.Millisecond), tcpAlloc())
 	conns := make([]*diag.Conn, len(handles))
 	for i, h := range handles {
 		c, err := h.Dial()
 		if err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
 		defer c.Close()
 		conns[i] = c
 	}
 	for _, kind := range collector.Kinds {
-		var sweepCPU, sweepWall, procCPU, oneCPU []time.Duration
-		for range rounds {
-			var cpu, wall time.Duration
-			p0 := processCPU()
-			for i, c := range conns {
-				d := dumpOnce(t, c, kind)
-				want := 2*pairsPer + 1
-				if kind == collector.Rare {
-					want = 1
-				}
-				if d.sockets != want {
-					t.Errorf("%s: %v dump saw %d sockets, want %d", names[i], kind, d.sockets, want)
-				}
-				cpu += d.cpu
-				wall += d.wall
-				oneCPU = append(oneCPU, d.cpu)
+		b.Run("sweep/"+kind.String(), func(b *testing.B) {
+			want := 2*pairsPer + 1
+			if kind == collector.Rare {
+				want = 1
 			}
-			procCPU = append(procCPU, processCPU()-p0)
-			sweepCPU = append(sweepCPU, cpu)
-			sweepWall = append(sweepWall, wall)
-		}
-		t.Logf("50 namespaces, %v sweep: CPU %v (process %v), wall %v; one namespace's dump: CPU %v (median of %d sweeps)",
-			kind, median(sweepCPU), median(procCPU), median(sweepWall), median(oneCPU), rounds)
+			var cpu, wall time.Duration
+			var one []time.Duration
+			for b.Loop() {
+				for i, c := range conns {
+					d := dumpOnce(b, c, kind)
+					if d.sockets != want {
+						b.Fatalf("%s: %v dump saw %d sockets, want %d", nss[i].Name(), kind, d.sockets, want)
+					}
+					cpu += d.cpu
+					wall += d.wall
+					one = append(one, d.cpu)
+				}
+			}
+			b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/sweep")
+			b.ReportMetric(wall.Seconds()/float64(b.N), "wall-s/sweep")
+			b.ReportMetric(median(one).Seconds(), "cpu-s/ns-dump(median)")
+		})
 	}
 
-	// Phase 2: the Manager over these namespaces at the default 5% budget.
-	func() {
-		rec := &logRecorder{}
-		m, err := NewManager(Config{
-			Refresh: 30 * time.Second, Interval: time.Second, CPUBudget: 0.05, Logger: slog.New(rec),
-			NewSampler: func(h *Handle) (*collector.Sampler, error) {
-				return collector.NewSampler(collector.Options{Dial: h.Dial, InNetns: h.Do, Logger: slog.New(rec)}), nil
-			},
-		})
-		if err != nil {
-			t.Fatal(err)
+	// The Manager over these namespaces at the default 5% budget.
+	b.Run("manager", func(b *testing.B) {
+		for b.Loop() {
+			rec := &fixture.LogRecorder{}
+			m, err := NewManager(Config{
+				Refresh: 30 * time.Second, Interval: time.Second, CPUBudget: 0.05, Logger: slog.New(rec),
+				NewSampler: func(h *Handle) (*collector.Sampler, error) {
+					return collector.NewSampler(collector.Options{Dial: h.Dial, InNetns: h.Do, Logger: slog.New(rec)}), nil
+				},
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			bg := fixture.Background(b, "Manager.Run", m.Run)
+			// Let the first sweep (all full, paced) run, then measure a
+			// steady window.
+			time.Sleep(30 * time.Second)
+			p0, w0 := processCPU(), time.Now()
+			time.Sleep(60 * time.Second)
+			used, wall := processCPU()-p0, time.Since(w0)
+			st := m.Stats()
+			bg.Stop(fixture.DefaultStopGrace)
+			if st.Namespaces < nsCount {
+				b.Fatalf("Manager sampled %d namespaces, want at least %d", st.Namespaces, nsCount)
+			}
+			if r := rec.Records(); len(r) > 0 {
+				b.Errorf("warnings or errors logged: %q", r)
+			}
+			b.ReportMetric(100*used.Seconds()/wall.Seconds(), "%core")
+			b.ReportMetric(st.SweepCPU.Seconds(), "cpu-s/latest-sweep")
+			b.ReportMetric(st.FullEvery.Seconds(), "s/full-interval")
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { m.Run(ctx); close(done) }()
-		defer func() { cancel(); <-done }()
-		// Let the first sweep (all full, paced) run, then measure a
-		// steady window.
-		time.Sleep(30 * time.Second)
-		p0, w0 := processCPU(), time.Now()
-		st0 := m.Stats()
-		time.Sleep(60 * time.Second)
-		used := processCPU() - p0
-		wall := time.Since(w0)
-		st := m.Stats()
-		var dumps uint64
-		var full, rare uint64
-		for _, tg := range m.Targets() {
-			v := tg.Sampler.View(time.Now())
-			full += v.Stats[collector.Full].Dumps
-			rare += v.Stats[collector.Rare].Dumps
-		}
-		dumps = full + rare
-		t.Logf("Manager at 5%% over %d namespaces: process CPU %.2f%% of a core over %v; sweeps %d→%d, latest sweep CPU %v, wall %v; planned period %v, full every %v; dumps so far %d (full %d, rare %d); warnings %q",
-			st.Namespaces, 100*used.Seconds()/wall.Seconds(), wall.Round(time.Second), st0.Sweeps, st.Sweeps,
-			st.SweepCPU, st.SweepDuration.Round(time.Millisecond), st.Period.Round(time.Millisecond), st.FullEvery.Round(time.Millisecond),
-			dumps, full, rare, rec.records())
-	}()
+	})
 
-	// Phase 3: the same number of sockets in one namespace.
+	// The same number of sockets in one namespace.
 	for _, h := range helpers {
 		h.stop()
 	}
@@ -205,11 +184,10 @@ func TestSweepCost(t *testing.T) {
 	}
 	for _, ns := range nss {
 		if err := ns.Delete(); err != nil {
-			t.Error(err)
+			b.Error(err)
 		}
 	}
-	name := newNamedNetns(t).Name()
-	path := "/run/netns/" + name
+	path := "/run/netns/" + newNamedNetns(b).Name()
 	const single = nsCount * pairsPer // pairs
 	per := single / 6
 	for i := range 6 {
@@ -217,33 +195,43 @@ func TestSweepCost(t *testing.T) {
 		if i == 5 {
 			n = single - 5*per
 		}
-		startHelper(t, "", sockSpec{Path: path, Pairs: n})
+		startHelper(b, "", sockSpec{Path: path, Pairs: n})
 	}
-	t.Logf("one namespace with %d sockets; TCP sockets allocated on the node: %s", 2*single+6, tcpAlloc())
-	h, err := Open(Namespace{Key: Key{Dev: own.Dev, Inode: inodeOf(t, path)}, Path: path}, "/proc")
+	b.Logf("one namespace with %d sockets; TCP sockets allocated on the node: %s", 2*single+6, tcpAlloc())
+	h, err := Open(Namespace{Key: Key{Dev: own.Dev, Inode: inodeOf(b, path)}, Path: path}, "/proc")
 	if err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
 	defer h.Close()
 	c, err := h.Dial()
 	if err != nil {
-		t.Fatal(err)
+		b.Fatal(err)
 	}
 	defer c.Close()
 	for _, kind := range collector.Kinds {
-		var cpu, wall []time.Duration
-		for range rounds {
-			d := dumpOnce(t, c, kind)
+		b.Run("single/"+kind.String(), func(b *testing.B) {
 			want := 2*single + 6
 			if kind == collector.Rare {
 				want = 6
 			}
-			if d.sockets != want {
-				t.Errorf("single namespace: %v dump saw %d sockets, want %d", kind, d.sockets, want)
+			var cpu, wall time.Duration
+			for b.Loop() {
+				d := dumpOnce(b, c, kind)
+				if d.sockets != want {
+					b.Fatalf("single namespace: %v dump saw %d sockets, want %d", kind, d.sockets, want)
+				}
+				cpu += d.cpu
+				wall += d.wall
 			}
-			cpu = append(cpu, d.cpu)
-			wall = append(wall, d.wall)
-		}
-		t.Logf("1 namespace, one %v dump: CPU %v, wall %v (median of %d)", kind, median(cpu), median(wall), rounds)
+			b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/dump")
+			b.ReportMetric(wall.Seconds()/float64(b.N), "wall-s/dump")
+		})
 	}
+}
+
+// median returns the median of ds.
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
 }

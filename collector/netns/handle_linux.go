@@ -166,7 +166,6 @@ func (h *Handle) Do(fn func() error) error {
 	type result struct {
 		err error
 		pan any
-		ok  bool // fn returned or panicked
 	}
 	done := make(chan result, 1)
 	go func() {

@@ -125,7 +125,7 @@ func TestHandleDoAndDial(t *testing.T) {
 	}
 	// An error from fn comes back unchanged; a panic is raised again.
 	sentinel := errors.New("from fn")
-	if err := h.Do(func() error { return sentinel }); err != sentinel {
+	if err := h.Do(func() error { return sentinel }); !errors.Is(err, sentinel) {
 		t.Errorf("Do returned %v, want fn's error", err)
 	}
 	func() {

@@ -22,6 +22,7 @@ import (
 	"github.com/tcpstate/tcpstate-exporter/collector"
 	"github.com/tcpstate/tcpstate-exporter/diag"
 	"github.com/tcpstate/tcpstate-exporter/diag/diagtest"
+	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 )
 
 // fakeDial answers every dump with the sockets of the requested states.
@@ -64,7 +65,7 @@ func TestManagerFakeTree(t *testing.T) {
 	}
 	var podMu sync.Mutex
 	pods := map[string][2]string{"uid-a": {"shop", "web-0"}}
-	rec := &logRecorder{}
+	rec := &fixture.LogRecorder{}
 	before := openFDs(t)
 
 	m, err := NewManager(Config{
@@ -90,10 +91,8 @@ func TestManagerFakeTree(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { m.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	bg := fixture.Background(t, "Manager.Run", m.Run)
+	defer bg.Stop(fixture.DefaultStopGrace)
 
 	label := func(ns string) string { return strconv.FormatUint(ft.key(ns).Inode, 10) }
 	want := map[string]struct {
@@ -154,13 +153,14 @@ func TestManagerFakeTree(t *testing.T) {
 			t.Errorf("descriptor %s still open on the dropped namespace", fd)
 		}
 	}
-	cancel()
-	<-done
+	if !bg.Stop(fixture.DefaultStopGrace) {
+		t.FailNow()
+	}
 	if n := len(m.Targets()); n != 0 {
 		t.Errorf("%d targets after Run returned", n)
 	}
 	checkNoLeak(t, before)
-	if r := rec.records(); len(r) > 0 {
+	if r := rec.Records(); len(r) > 0 {
 		t.Errorf("warnings or errors logged: %q", r)
 	}
 }
@@ -214,7 +214,7 @@ tcpstate_netns_namespaces 1
 // TestManagerDiscoveryFailure checks that a failing discovery is logged
 // once, not every cycle, and that the Manager keeps running.
 func TestManagerDiscoveryFailure(t *testing.T) {
-	rec := &logRecorder{}
+	rec := &fixture.LogRecorder{}
 	m, err := NewManager(Config{ProcRoot: filepath.Join(t.TempDir(), "none"), Refresh: 5 * time.Millisecond,
 		Interval: 5 * time.Millisecond, Logger: slog.New(rec)})
 	if err != nil {
@@ -227,7 +227,7 @@ func TestManagerDiscoveryFailure(t *testing.T) {
 	if st.RefreshErrors < 5 {
 		t.Errorf("only %d failed discoveries in 300ms", st.RefreshErrors)
 	}
-	if r := rec.records(); len(r) != 1 || !strings.Contains(r[0], "discovery failed") {
+	if r := rec.Records(); len(r) != 1 || !strings.Contains(r[0], "discovery failed") {
 		t.Errorf("logged %q, want one discovery failure", r)
 	}
 }

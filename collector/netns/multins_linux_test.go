@@ -3,7 +3,6 @@
 package netns
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -72,7 +71,7 @@ func TestManagerRealNamespaces(t *testing.T) {
 	podNames := map[string][2]string{"uid-0": {"shop", "web-0"}, "uid-3": {"shop", "worker-3"}}
 
 	before := openFDs(t)
-	rec := &logRecorder{}
+	rec := &fixture.LogRecorder{}
 	logger := slog.New(rec)
 	m, err := NewManager(Config{
 		Refresh:   300 * time.Millisecond,
@@ -91,10 +90,8 @@ func TestManagerRealNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { m.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	bg := fixture.Background(t, "Manager.Run", m.Run)
+	defer bg.Stop(fixture.DefaultStopGrace)
 
 	// checkAll waits until every namespace in idx reports exactly its
 	// sockets from a full dump newer than since.
@@ -161,10 +158,11 @@ func TestManagerRealNamespaces(t *testing.T) {
 	// The others are still sampled, exactly.
 	checkAll([]int{0, 1, 2}, time.Now())
 
-	cancel()
-	<-done
+	if !bg.Stop(fixture.DefaultStopGrace) {
+		t.FailNow()
+	}
 	checkNoLeak(t, before)
-	if r := rec.records(); len(r) > 0 {
+	if r := rec.Records(); len(r) > 0 {
 		t.Errorf("warnings or errors logged: %q", r)
 	}
 	st := m.Stats()

@@ -25,30 +25,9 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	metadatafake "k8s.io/client-go/metadata/fake"
 	clienttesting "k8s.io/client-go/testing"
+
+	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 )
-
-// logRecorder keeps the messages of records at or above Warn.
-type logRecorder struct {
-	mu   sync.Mutex
-	recs []string
-}
-
-func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
-	if r.Level >= slog.LevelWarn {
-		l.mu.Lock()
-		l.recs = append(l.recs, r.Level.String()+" "+r.Message)
-		l.mu.Unlock()
-	}
-	return nil
-}
-func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return l }
-func (l *logRecorder) WithGroup(string) slog.Handler      { return l }
-func (l *logRecorder) records() []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.recs...)
-}
 
 // fakeNodeLabel carries a fixture pod's spec.nodeName, which pod metadata
 // lacks, so that the fake API server below can apply field selectors.
@@ -162,7 +141,7 @@ func TestResolverFakeMetadataClient(t *testing.T) {
 		}), nil
 	})
 
-	rec := &logRecorder{}
+	rec := &fixture.LogRecorder{}
 	r := NewWithClient(client, Config{NodeName: "node1", Logger: slog.New(rec)})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); r.Shutdown() }()
@@ -231,7 +210,7 @@ func TestResolverFakeMetadataClient(t *testing.T) {
 	if _, _, ok := r.Lookup(u3); !ok {
 		t.Error("deleting web-0 lost api-0")
 	}
-	if got := rec.records(); len(got) > 0 {
+	if got := rec.Records(); len(got) > 0 {
 		t.Errorf("logged %q", got)
 	}
 	if _, _, ok := r.Lookup(""); ok {
@@ -368,7 +347,7 @@ func testResolverHTTPAPI(t *testing.T, watchList bool) {
 	defer srv.Close()
 	defer close(stop)
 
-	rec := &logRecorder{}
+	rec := &fixture.LogRecorder{}
 	r, err := New(Config{Kubeconfig: writeKubeconfig(t, srv), NodeName: "node-a", Logger: slog.New(rec)})
 	if err != nil {
 		t.Fatal(err)
@@ -402,7 +381,7 @@ func testResolverHTTPAPI(t *testing.T, watchList bool) {
 		t.Errorf("watch list served %v, but a plain list was asked: %v", watchList, listed)
 	}
 	t.Logf("requests: %q", reqs)
-	if got := rec.records(); len(got) > 0 {
+	if got := rec.Records(); len(got) > 0 {
 		t.Errorf("logged %q", got)
 	}
 }
@@ -416,7 +395,7 @@ func TestResolverUnreachable(t *testing.T) {
 	}
 	dead := &httptest.Server{URL: "https://" + l.Addr().String()}
 	l.Close()
-	rec := &logRecorder{}
+	rec := &fixture.LogRecorder{}
 	r, err := New(Config{Kubeconfig: writeKubeconfig(t, dead), NodeName: "n", Logger: slog.New(rec), SyncTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -426,7 +405,7 @@ func TestResolverUnreachable(t *testing.T) {
 	r.Start(ctx)
 	r.Start(ctx)                // twice: no-op
 	time.Sleep(3 * time.Second) // several retries and the sync timeout
-	if got := rec.records(); len(got) != 1 || !strings.Contains(got[0], "inode only") {
+	if got := rec.Records(); len(got) != 1 || !strings.Contains(got[0], "inode only") {
 		t.Errorf("logged %q, want exactly one warning", got)
 	}
 	if r.Synced() || r.Degraded() {
@@ -439,27 +418,27 @@ func TestResolverUnreachable(t *testing.T) {
 
 func TestResolverDegraded(t *testing.T) {
 	t.Setenv(NodeNameEnv, "")
-	rec := &logRecorder{}
+	rec := &fixture.LogRecorder{}
 	r, err := New(Config{Logger: slog.New(rec)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.Start(context.Background())
-	if !r.Degraded() || len(rec.records()) != 1 {
-		t.Errorf("no node name: degraded %v, logged %q", r.Degraded(), rec.records())
+	if !r.Degraded() || len(rec.Records()) != 1 {
+		t.Errorf("no node name: degraded %v, logged %q", r.Degraded(), rec.Records())
 	}
 
 	// A node name but no cluster: no in-cluster configuration.
 	t.Setenv(NodeNameEnv, "node1")
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")
 	t.Setenv("KUBERNETES_SERVICE_PORT", "")
-	rec = &logRecorder{}
+	rec = &fixture.LogRecorder{}
 	r, err = New(Config{Logger: slog.New(rec)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !r.Degraded() || len(rec.records()) != 1 {
-		t.Errorf("outside a cluster: degraded %v, logged %q", r.Degraded(), rec.records())
+	if !r.Degraded() || len(rec.Records()) != 1 {
+		t.Errorf("outside a cluster: degraded %v, logged %q", r.Degraded(), rec.Records())
 	}
 	if _, _, ok := r.Lookup("x"); ok {
 		t.Error("degraded resolver answered")

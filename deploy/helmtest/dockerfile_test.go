@@ -162,7 +162,12 @@ func TestDockerfile(t *testing.T) {
 	if regexp.MustCompile(`\bCGO_ENABLED=1\b`).MatchString(build.Args) {
 		t.Errorf("line %d: go build turns cgo on", build.Line)
 	}
-	for _, want := range []string{"-trimpath", "-s -w", "./cmd/tcpstate-exporter"} {
+	for _, want := range []string{"-trimpath", "-s -w", "./cmd/tcpstate-exporter",
+		// Version and revision stamped as --version and tcpstate_build_info
+		// report them: the version from the VERSION file, the revision
+		// from the REVISION build argument (the context has no .git).
+		`"$(cat VERSION)"`, "-X github.com/prometheus/common/version.Version=${version}",
+		"-X github.com/prometheus/common/version.Revision=${REVISION}"} {
 		if !strings.Contains(build.Args, want) {
 			t.Errorf("line %d: go build lacks %q", build.Line, want)
 		}
@@ -277,7 +282,7 @@ func TestDockerignoreKeepsSources(t *testing.T) {
 		}
 		return false
 	}
-	for _, keep := range []string{"go.mod", "go.sum", "cmd/tcpstate-exporter/main.go", "collector/collector.go", "diag/dump.go"} {
+	for _, keep := range []string{"go.mod", "go.sum", "cmd/tcpstate-exporter/main.go", "collector/collector.go", "diag/dump.go", "VERSION", "version.go"} {
 		if ignored(keep) {
 			t.Errorf(".dockerignore excludes %s, which the build needs", keep)
 		}

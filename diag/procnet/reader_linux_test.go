@@ -142,7 +142,7 @@ func TestReaderPermissionDenied(t *testing.T) {
 		var s Sockstat
 		err := r.ReadSockstat(&s)
 		if !errors.Is(err, fs.ErrPermission) || !strings.Contains(err.Error(), sockstat) {
-			return fmt.Errorf("ReadSockstat err = %v, want ErrPermission naming %s", err, sockstat)
+			return fmt.Errorf("ReadSockstat err = %w, want ErrPermission naming %s", err, sockstat)
 		}
 		if !s.Present.Has(SockstatTCP6InUse) || s.Present.Has(SockstatTCPInUse) {
 			return fmt.Errorf("sockstat6 should still be read: %+v", s)
@@ -150,7 +150,7 @@ func TestReaderPermissionDenied(t *testing.T) {
 		var sc Sysctls
 		err = r.ReadSysctls(&sc)
 		if !errors.Is(err, os.ErrPermission) || !strings.Contains(err.Error(), fin) {
-			return fmt.Errorf("ReadSysctls err = %v", err)
+			return fmt.Errorf("ReadSysctls err = %w", err)
 		}
 		if sc.Present.Has(SysctlTCPFinTimeout) || !sc.Present.Has(SysctlSomaxconn) {
 			return fmt.Errorf("sysctls %+v", sc)
@@ -193,7 +193,7 @@ func TestReaderNetns(t *testing.T) {
 		err := r.ReadSysctls(&nsSc)
 		orphans := "/proc/sys/net/ipv4/tcp_max_orphans"
 		if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), orphans) {
-			return fmt.Errorf("ReadSysctls in namespace: %v, want only %s missing", err, orphans)
+			return fmt.Errorf("ReadSysctls in namespace: %w, want only %s missing", err, orphans)
 		}
 		if wantSet := SysctlSet(1<<numSysctls-1) &^ (1 << SysctlTCPMaxOrphans); nsSc.Present != wantSet {
 			return fmt.Errorf("namespace sysctls present %b", nsSc.Present)

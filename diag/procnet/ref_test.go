@@ -147,14 +147,14 @@ func checkAgainstRef(err error, want *refErr) error {
 	case err == nil:
 		return fmt.Errorf("parser accepted input, reference says %v", want)
 	case want == nil:
-		return fmt.Errorf("parser failed (%v), reference accepts input", err)
+		return fmt.Errorf("parser failed (%w), reference accepts input", err)
 	}
 	var pe *ParseError
 	if !errors.As(err, &pe) {
-		return fmt.Errorf("error %v is not a *ParseError", err)
+		return fmt.Errorf("error %w is not a *ParseError", err)
 	}
 	if !errors.Is(err, want.sentinel) || pe.Line != want.line {
-		return fmt.Errorf("parser error %q (line %d), reference expects %v", err, pe.Line, want)
+		return fmt.Errorf("parser error %q (line %d), reference expects %v", err.Error(), pe.Line, want)
 	}
 	return nil
 }

@@ -54,7 +54,7 @@ type result struct {
 	RareInterval    float64 `json:"rare_interval_planned,omitempty"`
 	CPUShare        float64 `json:"dump_cpu_share,omitempty"`
 	ResidentMB      float64 `json:"resident_mb,omitempty"`
-	ExporterVmHWMKB float64 `json:"exporter_vmhwm_kb,omitempty"`
+	ExporterVMHWMKB float64 `json:"exporter_vmhwm_kb,omitempty"`
 	Target          int     `json:"target,omitempty"`
 	ProcessCPUShare float64 `json:"process_cpu_share,omitempty"`
 	Duration        string  `json:"duration,omitempty"`
@@ -465,7 +465,7 @@ func table(in io.Reader, out io.Writer) error {
 		if rs := runs[key{t, "scrape"}]; len(rs) > 0 {
 			r := rs[0]
 			fmt.Fprintf(out, "Then 4 scrapers back to back (throughput-bound on 2 cores): %d scrapes, %d errors, p50 %.2f ms, p99 %.2f ms, max %.2f ms; exporter peak RSS (VmHWM) %.1f MB.\n",
-				r.Requests, r.Errors, r.P50ms, r.P99ms, r.Maxms, r.ExporterVmHWMKB/1024)
+				r.Requests, r.Errors, r.P50ms, r.P99ms, r.Maxms, r.ExporterVMHWMKB/1024)
 		}
 		if rs := runs[key{t, "scrape-paced"}]; len(rs) > 0 {
 			r := rs[0]

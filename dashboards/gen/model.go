@@ -1,4 +1,4 @@
-package dashboards
+package main
 
 // This file holds the subset of Grafana's dashboard JSON model the generator
 // writes, and small builders that lay panels out on the 24-column grid.
@@ -232,10 +232,10 @@ func withUnit(unit string) panelOpt {
 	return func(p *panel) { p.FieldConfig.Defaults.Unit = unit }
 }
 
-func withMinMax(min, max float64) panelOpt {
+func withMinMax(lo, hi float64) panelOpt { //nolint:unused // kept for bounded panels; none today
 	return func(p *panel) {
-		p.FieldConfig.Defaults.Min = fp(min)
-		p.FieldConfig.Defaults.Max = fp(max)
+		p.FieldConfig.Defaults.Min = fp(lo)
+		p.FieldConfig.Defaults.Max = fp(hi)
 	}
 }
 
@@ -248,7 +248,7 @@ func withThresholds(t thresholds, style string) panelOpt {
 	}
 }
 
-func withStack() panelOpt {
+func withStack() panelOpt { //nolint:unused // kept for stacked panels; no dashboard stacks today
 	return func(p *panel) {
 		p.FieldConfig.Defaults.Custom["stacking"] = map[string]any{"group": "A", "mode": "normal"}
 		p.FieldConfig.Defaults.Custom["fillOpacity"] = 30

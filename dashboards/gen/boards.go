@@ -1,7 +1,7 @@
-package dashboards
+package main
 
-// This file defines the dashboards. `go test ./dashboards -run TestGenerated
-// -update` writes them to dashboards/*.json.
+// This file defines the dashboards. `go generate ./dashboards` writes them to
+// dashboards/*.json.
 
 import "strings"
 
