@@ -1,0 +1,11 @@
+//go:build !linux
+
+package collector
+
+import "time"
+
+// threadCPU cannot be measured outside Linux.
+func threadCPU() time.Duration { return 0 }
+
+// threadID is 0 outside Linux.
+func threadID() int { return 0 }
