@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"slices"
@@ -132,6 +133,10 @@ type View struct {
 	KernelErrors map[string]uint64
 	// Ready is true once a full sample exists.
 	Ready bool
+	// Ehash describes the namespace's established hash; EhashKnown is
+	// false until it was read, and on kernels before 6.1.
+	Ehash      procnet.Ehash
+	EhashKnown bool
 }
 
 // lane is what one goroutine of sampling owns: the dumps (rare and full)
@@ -171,6 +176,10 @@ type Sampler struct {
 	findings    []detect.Finding
 	lastFinding time.Time
 	planned     func(Kind) time.Duration
+	// ehash is read once: a namespace's table is fixed at its creation.
+	ehash      procnet.Ehash
+	ehashKnown bool
+	ehashDone  bool
 }
 
 // sysctlsEvery is how often the cheap path reads the sysctls; dumps read
@@ -202,9 +211,10 @@ func NewSampler(opts Options) *Sampler {
 	}
 	iv := opts.Interval
 	s.planned = func(Kind) time.Duration { return iv }
-	// Listen samples and dumps both land in the window and the history.
-	s.history = newRing(2*int(opts.Window/opts.Interval) + 2)
-	s.hist = detect.NewHistory(opts.Detect.History, min(2*int(opts.Detect.History/opts.Interval)+2, 7200))
+	// Listen samples and dumps both land in the window and the history:
+	// a quarter more room than one sample per interval.
+	s.history = newRing(int(opts.Window/opts.Interval)*5/4 + 2)
+	s.hist = detect.NewHistory(opts.Detect.History, min(int(opts.Detect.History/opts.Interval)*5/4+2, 4500))
 	return s
 }
 
@@ -234,6 +244,9 @@ func (s *Sampler) Sample(kind Kind) (*Sample, error) {
 	withSysctls := kind != Listen || time.Since(s.sysctlsTime) >= sysctlsEvery
 	s.eval.Unlock()
 	kern, kerrs, other := readKernel(ln.reader, s.opts.InNetns, withSysctls)
+	if kind != Listen {
+		s.readEhash(ln.reader)
+	}
 	s.eval.Lock()
 	s.noteKernelErrors(kerrs, withSysctls)
 	if withSysctls {
@@ -290,6 +303,33 @@ func (s *Sampler) Sample(kind Kind) (*Sample, error) {
 		s.opts.OnSample(smp)
 	}
 	return smp, nil
+}
+
+// readEhash reads the namespace's established-hash size and privacy until
+// it succeeds (or the kernel, before 6.1, has no such sysctl); the dumps'
+// lane lock is held.
+func (s *Sampler) readEhash(r *procnet.Reader) {
+	s.mu.RLock()
+	done := s.ehashDone
+	s.mu.RUnlock()
+	if done {
+		return
+	}
+	var eh procnet.Ehash
+	err := s.opts.InNetns(func() (err error) {
+		eh, err = r.ReadEhash()
+		return err
+	})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case err == nil:
+		s.ehash, s.ehashKnown, s.ehashDone = eh, true, true
+	case errors.Is(err, fs.ErrNotExist):
+		s.ehashDone = true
+	default:
+		s.opts.Logger.Debug("cannot read net.ipv4.tcp_ehash_entries; retrying at the next dump", "err", err)
+	}
 }
 
 // latestDumpLocked returns the newer of the latest full and rare samples.
@@ -475,7 +515,8 @@ func (s *Sampler) Urgent() bool {
 func (s *Sampler) View(now time.Time) View {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	v := View{Full: s.full, Rare: s.rare, Listen: s.listen, Stats: s.stats, Ready: s.full != nil}
+	v := View{Full: s.full, Rare: s.rare, Listen: s.listen, Stats: s.stats, Ready: s.full != nil,
+		Ehash: s.ehash, EhashKnown: s.ehashKnown}
 	v.Counts = s.mergedLocked()
 	v.Max = s.history.max(now.Add(-s.opts.Window))
 	latest := s.latestDumpLocked()

@@ -382,7 +382,7 @@ func (s *Scheduler) replanLocked(now time.Time) {
 		}
 		if p.Exceeded != was {
 			if p.Exceeded {
-				s.cfg.Logger.Warn("the CPU budget cannot hold the sampling interval asked; sampling less often",
+				s.cfg.Logger.Info("the CPU budget cannot hold the sampling interval asked; sampling less often",
 					"kind", p.Kind, "asked", p.Asked, "planned", p.Planned.Round(time.Millisecond), "targets", p.Targets, "cpu_budget", s.cfg.Budget)
 			} else {
 				s.cfg.Logger.Info("the CPU budget holds the sampling interval asked again", "kind", p.Kind, "asked", p.Asked, "targets", p.Targets)
