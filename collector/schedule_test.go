@@ -55,7 +55,7 @@ func TestPlanKinds(t *testing.T) {
 	if p[Listen].Off || p[Listen].Planned != time.Second {
 		t.Errorf("1M: cheap path %+v, want every 1s", p[Listen])
 	}
-	if ri := p[Rare].Planned.Seconds(); ri < 6.7 || ri > 6.8 {
+	if ri := p[Rare].Planned.Seconds(); ri < 6.7 || ri > 6.9 {
 		t.Errorf("1M: rare every %.2fs, want 6.8s", ri)
 	}
 	if fi := p[Full].Planned.Seconds(); fi <= p[Rare].Planned.Seconds() || fi > 56 {
@@ -63,10 +63,6 @@ func TestPlanKinds(t *testing.T) {
 	}
 	if r := spent(p); r > 0.05*1.001 {
 		t.Errorf("1M: %.4f of a core, budget 0.05", r)
-	}
-	if !p[Full].Exceeded && p[Full].Planned > 2*time.Second {
-		// Exceeded is set by the Scheduler, not planKinds.
-		t.Log("planKinds leaves Exceeded to the Scheduler")
 	}
 	// 100k sockets: every cycle a full dump at 1 s, nothing else, as the
 	// Sampler always did.
@@ -86,10 +82,10 @@ func TestPlanKinds(t *testing.T) {
 		t.Errorf("hash-bound: %.4f of a core", r)
 	}
 	// 200 namespaces: the cheap path alone needs 60 ms/s, more than its
-	// share (40% of 5%): it stretches to 3 s.
+	// share (60% of 5%): it stretches to 2 s.
 	p = planOf(200, 0.0003, 0.016, 0.0184)
-	if !near(p[Listen].Planned, 3) {
-		t.Errorf("200 namespaces: cheap path every %v, want 3s", p[Listen].Planned)
+	if !near(p[Listen].Planned, 2) {
+		t.Errorf("200 namespaces: cheap path every %v, want 2s", p[Listen].Planned)
 	}
 	if r := spent(p); r > 0.05*1.001 {
 		t.Errorf("200 namespaces: %.4f of a core", r)
