@@ -286,11 +286,19 @@ func (m *Manager) refreshLocked() error {
 			delete(m.entries, k)
 		}
 	}
+	isNew := map[*entry]bool{}
 	for _, e := range added {
 		m.entries[e.key] = e
-		m.sch.Add(schedKey(e.key), &runner{m: m, e: e})
+		isNew[e] = true
 	}
 	m.rebuildLocked()
+	// In list order, host first: the Scheduler serves new targets in the
+	// order they came, and readiness waits for the host's first full dump.
+	for _, e := range m.list {
+		if isNew[e] {
+			m.sch.Add(schedKey(e.key), &runner{m: m, e: e})
+		}
+	}
 	m.stats.Added += uint64(len(added))
 	m.stats.Dropped += vanished + uint64(len(removed))
 	m.stats.OpenErrors += openErrs
