@@ -20,3 +20,12 @@ func threadCPU() time.Duration {
 
 // threadID returns the calling thread's ID.
 func threadID() int { return unix.Gettid() }
+
+// processCPU returns the CPU time of the whole process.
+func processCPU() time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -157,6 +157,16 @@ type Scheduler struct {
 	planned time.Time
 	// wake holds one channel per lane (fast, then the other).
 	wake [2]chan struct{}
+
+	// overhead is the process's CPU per second of CPU its jobs measured
+	// (thread switches into namespaces, discovery, the runtime, scrapes),
+	// at least 1: every cost is scaled by it, so that the budget holds for
+	// the whole process. calAt, calProc and calJobs start the current
+	// calibration period; jobCPU sums the jobs' measured CPU.
+	overhead         float64
+	calAt            time.Time
+	calProc, calJobs time.Duration
+	jobCPU           time.Duration
 }
 
 // NewScheduler returns a Scheduler; add targets with Add and start it with
@@ -175,13 +185,14 @@ func NewScheduler(cfg SchedulerConfig) *Scheduler {
 		cfg.Logger = slog.Default()
 	}
 	s := &Scheduler{
-		cfg:     cfg,
-		kinds:   cfg.Kinds,
-		idx:     map[Kind]int{},
-		targets: map[string]*schedTarget{},
-		debt:    make([]float64, len(cfg.Kinds)),
-		wake:    [2]chan struct{}{make(chan struct{}, 1), make(chan struct{}, 1)},
-		dirty:   true,
+		cfg:      cfg,
+		kinds:    cfg.Kinds,
+		idx:      map[Kind]int{},
+		targets:  map[string]*schedTarget{},
+		debt:     make([]float64, len(cfg.Kinds)),
+		wake:     [2]chan struct{}{make(chan struct{}, 1), make(chan struct{}, 1)},
+		dirty:    true,
+		overhead: 1,
 	}
 	for i, k := range cfg.Kinds {
 		s.idx[k.Kind] = i
@@ -359,7 +370,7 @@ func (s *Scheduler) replanLocked(now time.Time) {
 	for _, t := range s.targets {
 		tc := make([]float64, len(s.kinds))
 		for i := range s.kinds {
-			tc[i] = s.estimate(t, i)
+			tc[i] = s.estimate(t, i) * s.overhead
 		}
 		costs = append(costs, tc)
 	}
@@ -398,6 +409,41 @@ func (s *Scheduler) replanLocked(now time.Time) {
 	s.planned = now
 }
 
+// Calibration of the overhead: over periods of calibrateEvery, bounded to
+// [1, maxOverhead].
+const (
+	calibrateEvery = 10 * time.Second
+	maxOverhead    = 4
+)
+
+// calibrateLocked updates the overhead from the process's CPU and the
+// jobs' over the latest period.
+func (s *Scheduler) calibrateLocked(now time.Time) {
+	if s.calAt.IsZero() {
+		s.calAt, s.calProc, s.calJobs = now, processCPU(), s.jobCPU
+		return
+	}
+	if now.Sub(s.calAt) < calibrateEvery {
+		return
+	}
+	proc := processCPU()
+	dp, dj := proc-s.calProc, s.jobCPU-s.calJobs
+	if dj >= 10*time.Millisecond && dp > 0 {
+		r := min(max(dp.Seconds()/dj.Seconds(), 1), maxOverhead)
+		s.overhead = 0.5*s.overhead + 0.5*r
+		s.dirty = true
+	}
+	s.calAt, s.calProc, s.calJobs = now, proc, s.jobCPU
+}
+
+// Overhead returns the process's CPU per second of CPU its jobs measured,
+// as the plan currently scales costs by.
+func (s *Scheduler) Overhead() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.overhead
+}
+
 // drainLocked empties the accounts by the time passed.
 func (s *Scheduler) drainLocked(now time.Time) {
 	if !s.drained.IsZero() {
@@ -409,12 +455,28 @@ func (s *Scheduler) drainLocked(now time.Time) {
 	s.drained = now
 }
 
+// account returns the kind whose account a job of kind i is paced by: its
+// own, or for a kind switched off (whose jobs run only to be measured) that
+// of an active kind covering it, which holds its share of the budget.
+func (s *Scheduler) account(i int) int {
+	if !s.plan[i].Off {
+		return i
+	}
+	for j, k := range s.kinds {
+		if !s.plan[j].Off && slices.Contains(k.Covers, s.kinds[i].Kind) {
+			return j
+		}
+	}
+	return i
+}
+
 // urgentWeight multiplies the wait of a target with recent findings.
 const urgentWeight = 2
 
 // pickLocked returns the next job of the lane (fast or not) due at now, or
 // the time to look again.
 func (s *Scheduler) pickLocked(fast bool, now time.Time, urgent map[string]bool) (*schedTarget, int, time.Time) {
+	s.calibrateLocked(now)
 	if s.dirty || now.Sub(s.planned) >= 250*time.Millisecond {
 		s.replanLocked(now)
 	}
@@ -428,8 +490,8 @@ func (s *Scheduler) pickLocked(fast bool, now time.Time, urgent map[string]bool)
 			continue
 		}
 		p := &s.plan[i]
-		if s.debt[i] > 0 {
-			next = minTime(next, now.Add(time.Duration(s.debt[i]/s.avail[i]*float64(time.Second))))
+		if a := s.account(i); s.debt[a] > 0 {
+			next = minTime(next, now.Add(time.Duration(s.debt[a]/s.avail[a]*float64(time.Second))))
 			continue
 		}
 		var best *schedTarget
@@ -478,6 +540,7 @@ func (s *Scheduler) done(t *schedTarget, i int, start time.Time, cost time.Durat
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t.running[i] = false
+	s.jobCPU += cost
 	c := cost.Seconds()
 	s.drainLocked(time.Now())
 	base := 0.0
@@ -486,14 +549,14 @@ func (s *Scheduler) done(t *schedTarget, i int, start time.Time, cost time.Durat
 			if !s.plan[j].Off {
 				e := s.estimate(t, j)
 				base = max(base, e)
-				s.debt[j] += min(e, c)
+				s.debt[j] += min(e, c) * s.overhead
 			}
 			if ok {
 				t.last[j] = start
 			}
 		}
 	}
-	s.debt[i] += max(c-base, 0)
+	s.debt[s.account(i)] += max(c-base, 0) * s.overhead
 	if !ok {
 		return
 	}

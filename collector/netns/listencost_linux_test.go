@@ -36,3 +36,30 @@ func BenchmarkListenSample(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkListenSampleNoSwitch is BenchmarkListenSample reading the
+// agent's own procfs files, without switching a thread into the namespace:
+// the difference is what Handle.Do costs.
+func BenchmarkListenSampleNoSwitch(b *testing.B) {
+	ns := newNamedNetns(b)
+	k, err := statKey(ns.Path())
+	if err != nil {
+		b.Fatal(err)
+	}
+	h, err := Open(Namespace{Key: k, Path: ns.Path()}, "/proc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close()
+	s := collector.NewSampler(collector.Options{Dial: h.Dial, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	defer s.Close()
+	if _, err := s.Sample(collector.Full); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := s.Sample(collector.Listen); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
