@@ -163,6 +163,10 @@ type Scheduler struct {
 	// at least 1: every cost is scaled by it, so that the budget holds for
 	// the whole process. calAt, calProc and calJobs start the current
 	// calibration period; jobCPU sums the jobs' measured CPU.
+	// since holds, per kind, when the plan first disagreed with the
+	// published Exceeded state (zero while it agrees).
+	since []time.Time
+
 	overhead         float64
 	calAt            time.Time
 	calProc, calJobs time.Duration
@@ -261,23 +265,14 @@ func (s *Scheduler) poke() {
 	}
 }
 
-// estimate returns a target's cost of kind i: its measurement, else that
-// of the cheapest measured kind covering it (the walk of the shared hash
-// dominates until measured otherwise), else zero.
+// estimate returns a target's cost of kind i: its measurement, or zero
+// until it is measured, so that every kind starts at its asked interval on
+// its own account and is measured there.
 func (s *Scheduler) estimate(t *schedTarget, i int) float64 {
 	if t.measured[i] {
 		return t.cost[i]
 	}
-	est := math.Inf(1)
-	for j, k := range s.kinds {
-		if t.measured[j] && slices.Contains(k.Covers, s.kinds[i].Kind) {
-			est = min(est, t.cost[j])
-		}
-	}
-	if math.IsInf(est, 1) {
-		return 0
-	}
-	return est
+	return 0
 }
 
 // planKinds computes the plan from per-target costs: each kind in order
@@ -381,27 +376,46 @@ func (s *Scheduler) replanLocked(now time.Time) {
 		return s.cfg.Interval
 	}
 	plans, avail := planKinds(s.kinds, s.cfg.Budget, asked, costs)
+	if len(s.since) != len(plans) {
+		s.since = make([]time.Time, len(plans))
+	}
 	for i := range plans {
 		p := &plans[i]
 		was := len(s.plan) > i && s.plan[i].Exceeded
+		var now2 bool
 		switch {
 		case p.Off:
 			// Its data comes with the covering kind's jobs; the state
 			// stays as it was, without a log line.
 			p.Exceeded = was
+			s.since[i] = time.Time{}
 			continue
 		case was:
-			p.Exceeded = p.Planned > p.Asked
+			now2 = p.Planned > p.Asked
 		default:
-			p.Exceeded = float64(p.Planned) > 1.1*float64(p.Asked)
+			now2 = float64(p.Planned) > 1.1*float64(p.Asked)
 		}
-		if p.Exceeded != was {
-			if p.Exceeded {
-				s.cfg.Logger.Info("the CPU budget cannot hold the sampling interval asked; sampling less often",
-					"kind", p.Kind, "asked", p.Asked, "planned", p.Planned.Round(time.Millisecond), "targets", p.Targets, "cpu_budget", s.cfg.Budget)
-			} else {
-				s.cfg.Logger.Info("the CPU budget holds the sampling interval asked again", "kind", p.Kind, "asked", p.Asked, "targets", p.Targets)
-			}
+		// A change must hold for exceededHold before it is published and
+		// logged: costs measured one target at a time make the plan
+		// waver at first.
+		p.Exceeded = was
+		if now2 == was {
+			s.since[i] = time.Time{}
+			continue
+		}
+		if s.since[i].IsZero() {
+			s.since[i] = now
+		}
+		if now.Sub(s.since[i]) < exceededHold {
+			continue
+		}
+		s.since[i] = time.Time{}
+		p.Exceeded = now2
+		if p.Exceeded {
+			s.cfg.Logger.Info("the CPU budget cannot hold the sampling interval asked; sampling less often",
+				"kind", p.Kind, "asked", p.Asked, "planned", p.Planned.Round(time.Millisecond), "targets", p.Targets, "cpu_budget", s.cfg.Budget)
+		} else {
+			s.cfg.Logger.Info("the CPU budget holds the sampling interval asked again", "kind", p.Kind, "asked", p.Asked, "targets", p.Targets)
 		}
 	}
 	s.plan, s.avail = plans, avail
@@ -469,6 +483,10 @@ func (s *Scheduler) account(i int) int {
 	}
 	return i
 }
+
+// exceededHold is how long a change of a kind's Exceeded state must hold
+// before it is published and logged.
+const exceededHold = 2 * time.Second
 
 // urgentWeight multiplies the wait of a target with recent findings.
 const urgentWeight = 2

@@ -136,7 +136,7 @@ func TestSchedulerHoldsBudget(t *testing.T) {
 	sch := NewScheduler(SchedulerConfig{Interval: 100 * time.Millisecond, Budget: 0.2, Logger: logger})
 	var bs []*burner
 	for i := range 10 {
-		b := &burner{cost: map[Kind]time.Duration{Listen: time.Millisecond, Rare: 8 * time.Millisecond, Full: 12 * time.Millisecond}, runs: map[Kind]int{}}
+		b := &burner{cost: map[Kind]time.Duration{Listen: time.Millisecond, Rare: 4 * time.Millisecond, Full: 6 * time.Millisecond}, runs: map[Kind]int{}}
 		bs = append(bs, b)
 		b.urgent = i == 3
 		sch.Add(string(rune('a'+i)), b)
@@ -164,7 +164,7 @@ func TestSchedulerHoldsBudget(t *testing.T) {
 			plan = p
 		}
 	}
-	// Ten full dumps of 12 ms every 100 ms would need 1.2 cores.
+	// Ten full dumps of 6 ms every 100 ms would need 0.6 of a core.
 	if !plan.Exceeded || plan.Planned <= plan.Asked {
 		t.Errorf("full plan %+v: want the budget flagged as exceeded", plan)
 	}
