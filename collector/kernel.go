@@ -48,7 +48,10 @@ type kernelError struct {
 // of the namespace through r, on the thread inNetns provides. A file that
 // fails leaves only its own values absent. It also returns the CPU the
 // reads used when inNetns ran them on another thread.
-func readKernel(r *procnet.Reader, inNetns func(func() error) error, withSysctls bool) (Kernel, []kernelError, time.Duration) {
+//
+// also, when set, runs inside the namespace after the reads (the same
+// entry), for reads that are not every sample's.
+func readKernel(r *procnet.Reader, inNetns func(func() error) error, withSysctls bool, also func()) (Kernel, []kernelError, time.Duration) {
 	var k Kernel
 	var errs []kernelError
 	var other time.Duration
@@ -84,6 +87,9 @@ func readKernel(r *procnet.Reader, inNetns func(func() error) error, withSysctls
 			if err != nil && !(s == procnet.SysctlTCPMaxOrphans && errors.Is(err, fs.ErrNotExist)) {
 				fail(s.Name(), err)
 			}
+		}
+		if also != nil {
+			also()
 		}
 		return nil
 	})

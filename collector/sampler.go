@@ -243,10 +243,11 @@ func (s *Sampler) Sample(kind Kind) (*Sample, error) {
 	s.eval.Lock()
 	withSysctls := kind != Listen || time.Since(s.sysctlsTime) >= sysctlsEvery
 	s.eval.Unlock()
-	kern, kerrs, other := readKernel(ln.reader, s.opts.InNetns, withSysctls)
+	var also func()
 	if kind != Listen {
-		s.readEhash(ln.reader)
+		also = s.ehashReader(ln.reader)
 	}
+	kern, kerrs, other := readKernel(ln.reader, s.opts.InNetns, withSysctls, also)
 	s.eval.Lock()
 	s.noteKernelErrors(kerrs, withSysctls)
 	if withSysctls {
@@ -305,30 +306,29 @@ func (s *Sampler) Sample(kind Kind) (*Sample, error) {
 	return smp, nil
 }
 
-// readEhash reads the namespace's established-hash size and privacy until
-// it succeeds (or the kernel, before 6.1, has no such sysctl); the dumps'
-// lane lock is held.
-func (s *Sampler) readEhash(r *procnet.Reader) {
+// ehashReader returns a function that reads the namespace's
+// established-hash size and privacy inside it, to run with the kernel
+// reads, or nil once that succeeded (or the kernel, before 6.1, has no such
+// sysctl): a namespace's table is fixed at its creation.
+func (s *Sampler) ehashReader(r *procnet.Reader) func() {
 	s.mu.RLock()
 	done := s.ehashDone
 	s.mu.RUnlock()
 	if done {
-		return
+		return nil
 	}
-	var eh procnet.Ehash
-	err := s.opts.InNetns(func() (err error) {
-		eh, err = r.ReadEhash()
-		return err
-	})
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	switch {
-	case err == nil:
-		s.ehash, s.ehashKnown, s.ehashDone = eh, true, true
-	case errors.Is(err, fs.ErrNotExist):
-		s.ehashDone = true
-	default:
-		s.opts.Logger.Debug("cannot read net.ipv4.tcp_ehash_entries; retrying at the next dump", "err", err)
+	return func() {
+		eh, err := r.ReadEhash()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		switch {
+		case err == nil:
+			s.ehash, s.ehashKnown, s.ehashDone = eh, true, true
+		case errors.Is(err, fs.ErrNotExist):
+			s.ehashDone = true
+		default:
+			s.opts.Logger.Debug("cannot read net.ipv4.tcp_ehash_entries; retrying at the next dump", "err", err)
+		}
 	}
 }
 
