@@ -99,6 +99,7 @@ type Exporter struct {
 	folded                                 *prometheus.Desc
 	dumpDuration, dumpSockets, dumps       *prometheus.Desc
 	dumpErrors, dumpCPU, interval, planned *prometheus.Desc
+	ehashPrivate, ehashEntries             *prometheus.Desc
 	sampleAge, unknown                     *prometheus.Desc
 	destUsed, destTW, portsUsable          *prometheus.Desc
 	cwSockets, cwOldest, cwUntracked       *prometheus.Desc
@@ -193,6 +194,8 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 		interval:     d("sample_interval_seconds", "Time between the starts of the two latest dumps of a kind.", "kind"),
 		planned:      d("sample_interval_planned_seconds", "Interval the CPU-budget schedule currently aims for, per kind of dump.", "kind"),
 		sampleAge:    d("sample_age_seconds", "Age of the latest successful sample of a kind at scrape time.", "kind"),
+		ehashPrivate: d("netns_private_ehash", "1 when the namespace's established hash table is its own (net.ipv4.tcp_ehash_entries positive: created while net.ipv4.tcp_child_ehash_entries was set, or the initial namespace), 0 when it shares the initial namespace's, so that its dumps walk every sharing namespace's sockets. Absent before Linux 6.1."),
+		ehashEntries: d("ehash_entries", "Buckets of the established hash table the namespace's sockets live in (net.ipv4.tcp_ehash_entries, sign removed)."),
 		unknown:      d("dump_unknown_sockets", "Sockets in the latest dump with a family or state this exporter does not know (not counted in tcpstate_sockets).", "kind"),
 	}
 	e.parts = map[*prometheus.Desc]string{
@@ -241,7 +244,7 @@ func safeLabels(target []string, l ...string) []string {
 // Describe sends every Desc.
 func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{e.sockets, e.socketsMax, e.lQueue, e.lLimit, e.lSynRecv, e.lSockets,
-		e.folded, e.dumpDuration, e.dumpSockets, e.dumps, e.dumpErrors, e.dumpCPU, e.interval, e.planned, e.sampleAge, e.unknown,
+		e.folded, e.dumpDuration, e.dumpSockets, e.dumps, e.dumpErrors, e.dumpCPU, e.interval, e.planned, e.sampleAge, e.unknown, e.ehashPrivate, e.ehashEntries,
 		e.destUsed, e.destTW, e.portsUsable, e.cwSockets, e.cwOldest, e.cwUntracked, e.orphans, e.sysctl, e.kernelErrors} {
 		ch <- d
 	}
@@ -558,7 +561,17 @@ func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, pe partErrors, t T
 			gauge(e.unknown, float64(smp.Unknown), kn)
 		} else if smp := v.Rare; k == Rare && smp != nil {
 			gauge(e.unknown, float64(smp.Unknown), kn)
+		} else if smp := v.Listen; k == Listen && smp != nil {
+			gauge(e.unknown, float64(smp.Unknown), kn)
 		}
+	}
+	if v.EhashKnown {
+		private := 0.0
+		if v.Ehash.Private {
+			private = 1
+		}
+		gauge(e.ehashPrivate, private)
+		gauge(e.ehashEntries, float64(v.Ehash.Entries))
 	}
 	if !v.Ready {
 		// No full sample yet: report no socket counts rather than zeros.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"path/filepath"
+	"time"
 
 	"github.com/tcpstate/tcpstate-exporter/diag/procnet"
 )
@@ -43,14 +44,24 @@ type kernelError struct {
 	err  error
 }
 
-// readKernel reads the counters, sockstat and sysctls of the namespace
-// through r, on the thread opts.InNetns provides. A file that fails leaves
-// only its own values absent.
-func readKernel(r *procnet.Reader, inNetns func(func() error) error) (Kernel, []kernelError) {
+// readKernel reads the counters, sockstat and (when withSysctls) sysctls
+// of the namespace through r, on the thread inNetns provides. A file that
+// fails leaves only its own values absent. It also returns the CPU the
+// reads used when inNetns ran them on another thread.
+//
+// also, when set, runs inside the namespace after the reads (the same
+// entry), for reads that are not every sample's.
+func readKernel(r *procnet.Reader, inNetns func(func() error) error, withSysctls bool, also func()) (Kernel, []kernelError, time.Duration) {
 	var k Kernel
 	var errs []kernelError
+	var other time.Duration
+	caller := threadID()
 	fail := func(file string, err error) { errs = append(errs, kernelError{file, err}) }
 	err := inNetns(func() error {
+		if tid := threadID(); tid != caller {
+			cpu0 := threadCPU()
+			defer func() { other = threadCPU() - cpu0 }()
+		}
 		if err := r.ReadNetstat(&k.Counters); err != nil {
 			fail(fileNetstat, err)
 		}
@@ -67,6 +78,9 @@ func readKernel(r *procnet.Reader, inNetns func(func() error) error) (Kernel, []
 			}
 		}
 		for _, s := range sysctls {
+			if !withSysctls {
+				break
+			}
 			err := r.ReadSysctl(s, &k.Sysctls)
 			// tcp_max_orphans exists only in the initial namespace: its
 			// absence elsewhere is normal, not a failure.
@@ -74,12 +88,25 @@ func readKernel(r *procnet.Reader, inNetns func(func() error) error) (Kernel, []
 				fail(s.Name(), err)
 			}
 		}
+		if also != nil {
+			also()
+		}
 		return nil
 	})
 	if err != nil {
-		return Kernel{}, []kernelError{{fileNetns, err}}
+		return Kernel{}, []kernelError{{fileNetns, err}}, other
 	}
-	return k, errs
+	return k, errs, other
+}
+
+// isSysctlFile reports whether a kernel file name is a sysctl's.
+func isSysctlFile(f string) bool {
+	for _, s := range sysctls {
+		if s.Name() == f {
+			return true
+		}
+	}
+	return false
 }
 
 // leafErrors flattens errors.Join trees.

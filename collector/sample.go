@@ -11,7 +11,7 @@ import (
 	"github.com/tcpstate/tcpstate-exporter/diag/procnet"
 )
 
-// Kind names the two kinds of dump a Sampler runs.
+// Kind names the kinds of dump a Sampler runs.
 type Kind int
 
 const (
@@ -19,22 +19,32 @@ const (
 	Full Kind = iota
 	// Rare dumps every state but ESTABLISHED and TIME_WAIT.
 	Rare
+	// Listen dumps LISTEN sockets only, which skips the kernel's
+	// established hash: the cheap path, read every interval with the
+	// kernel counters.
+	Listen
 )
 
 // Kinds lists every Kind, for iteration.
-var Kinds = [...]Kind{Full, Rare}
+var Kinds = [...]Kind{Full, Rare, Listen}
 
 func (k Kind) String() string {
-	if k == Rare {
+	switch k {
+	case Rare:
 		return "rare"
+	case Listen:
+		return "listen"
 	}
 	return "full"
 }
 
 // Mask returns the states a dump of this kind asks for.
 func (k Kind) Mask() diag.StateMask {
-	if k == Rare {
+	switch k {
+	case Rare:
 		return diag.RareStates
+	case Listen:
+		return diag.MaskOf(diag.Listen)
 	}
 	return diag.AllStates
 }
@@ -102,14 +112,22 @@ type Sample struct {
 	// Counts per family and state, for the states Kind.Mask selects.
 	Counts Counts
 	// Listeners sorted by family, address and port. A rare dump includes
-	// LISTEN and SYN_RECV, so both kinds carry listeners.
+	// LISTEN and SYN_RECV, so every kind carries listeners; a Listen
+	// sample's half-open counts and sources come from the latest dump that
+	// saw them, its queues from its own.
 	Listeners []Listener
 	// Unknown counts sockets with a family or state the package does not know.
 	Unknown uint64
 	// Dump describes the kernel exchange.
 	Dump diag.Stats
 	// Kernel holds the counters, sockstat and sysctls read with the dump.
+	// A Listen sample reads the sysctls only every few seconds and carries
+	// the latest values between.
 	Kernel Kernel
+	// ReadCPU is the CPU time the kernel reads used on a thread of their
+	// own (inside another network namespace); zero when they ran on the
+	// caller's thread.
+	ReadCPU time.Duration
 
 	// Destinations (full samples only) counts outbound sockets per
 	// destination, most used first, at most StoredDestinations of them.

@@ -448,8 +448,8 @@ tcpstate_close_wait_sockets{command="leaky",port="8080"} 2
 	// All closed: groups and the port memory are gone, the leak clears.
 	set(listen)
 	smp = sample()
-	if len(smp.CloseWait) != 0 || len(s.agg.cw.m) != 0 || len(s.agg.cw.portCmd) != 0 {
-		t.Errorf("after close: groups %v, tracked %d, ports %v", smp.CloseWait, len(s.agg.cw.m), s.agg.cw.portCmd)
+	if len(smp.CloseWait) != 0 || len(s.dumps.agg.cw.m) != 0 || len(s.dumps.agg.cw.portCmd) != 0 {
+		t.Errorf("after close: groups %v, tracked %d, ports %v", smp.CloseWait, len(s.dumps.agg.cw.m), s.dumps.agg.cw.portCmd)
 	}
 	for _, f := range s.Findings() {
 		if f.Alert == detect.AlertCloseWaitLeak {

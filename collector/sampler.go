@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"slices"
@@ -116,46 +117,77 @@ type KindStats struct {
 
 // View is a consistent read of a Sampler's latest state, as a scrape sees it.
 type View struct {
-	// Counts holds, per state, the freshest count: rare states from the
-	// latest dump of either kind, ESTABLISHED and TIME_WAIT from the latest
-	// full dump.
+	// Counts holds, per state, the freshest count: each state from the
+	// latest dump of a kind that includes it.
 	Counts Counts
 	// Max is the per-state maximum over the window.
 	Max Counts
-	// Listeners come from the latest dump of either kind.
+	// Listeners come from the latest dump of any kind.
 	Listeners []Listener
-	// Full and Rare are the latest samples of each kind (nil before one);
-	// Latest is the newer of the two. Destinations come from Full; kernel
-	// values and CLOSE_WAIT groups from Latest.
-	Full, Rare, Latest *Sample
-	Stats              [2]KindStats
+	// Full, Rare and Listen are the latest samples of each kind (nil
+	// before one); Latest is the newest of them. Destinations come from
+	// Full; kernel values and CLOSE_WAIT groups from Latest.
+	Full, Rare, Listen, Latest *Sample
+	Stats                      [len(Kinds)]KindStats
 	// KernelErrors counts failed reads per kernel file (see KernelFiles).
 	KernelErrors map[string]uint64
 	// Ready is true once a full sample exists.
 	Ready bool
+	// Ehash describes the namespace's established hash; EhashKnown is
+	// false until it was read, and on kernels before 6.1.
+	Ehash      procnet.Ehash
+	EhashKnown bool
+}
+
+// lane is what one goroutine of sampling owns: the dumps (rare and full)
+// or the cheap path (Listen), which run concurrently.
+type lane struct {
+	// mu serialises the lane's samples.
+	mu     sync.Mutex
+	conn   *diag.Conn
+	agg    *aggregator
+	reader *procnet.Reader
+	// lastErr is the latest failure RunJob logged.
+	lastErr string
 }
 
 // Sampler samples one network namespace.
 type Sampler struct {
-	opts   Options
-	conn   *diag.Conn
-	agg    *aggregator
-	sch    schedule
-	reader *procnet.Reader
-	det    *detect.Detectors
-	// run serialises Sample; hist and kernFailing belong to its holder.
-	run         sync.Mutex
+	opts  Options
+	dumps lane // rare and full dumps
+	cheap lane // Listen samples
+	det   *detect.Detectors
+
+	// eval guards the detectors' history and what the two lanes share:
+	// kernFailing and the latest sysctls.
+	eval        sync.Mutex
 	hist        *detect.History
 	kernFailing map[string]bool
+	sysctls     procnet.Sysctls
+	sysctlsTime time.Time
 
-	mu       sync.RWMutex
-	full     *Sample
-	rare     *Sample
-	stats    [2]KindStats
-	history  ring
-	kernErrs map[string]uint64
-	findings []detect.Finding
+	mu          sync.RWMutex
+	full        *Sample
+	rare        *Sample
+	listen      *Sample
+	stats       [len(Kinds)]KindStats
+	history     ring
+	kernErrs    map[string]uint64
+	findings    []detect.Finding
+	lastFinding time.Time
+	planned     func(Kind) time.Duration
+	// ehash is read once: a namespace's table is fixed at its creation.
+	ehash      procnet.Ehash
+	ehashKnown bool
+	ehashDone  bool
 }
+
+// sysctlsEvery is how often the cheap path reads the sysctls; dumps read
+// them every time.
+const sysctlsEvery = 5 * time.Second
+
+// urgentFor is how long after a finding a Sampler counts as Urgent.
+const urgentFor = time.Minute
 
 // NewSampler returns a Sampler; call Run to start it, or Sample to drive it.
 func NewSampler(opts Options) *Sampler {
@@ -168,8 +200,8 @@ func NewSampler(opts Options) *Sampler {
 	}
 	s := &Sampler{
 		opts:        opts,
-		agg:         newAggregator(opts.MaxCloseWaitTracked),
-		reader:      procnet.NewReader(opts.ProcRoot),
+		dumps:       lane{agg: newAggregator(opts.MaxCloseWaitTracked), reader: procnet.NewReader(opts.ProcRoot)},
+		cheap:       lane{agg: newAggregator(0), reader: procnet.NewReader(opts.ProcRoot)},
 		det:         det,
 		kernFailing: map[string]bool{},
 		kernErrs:    map[string]uint64{},
@@ -177,20 +209,54 @@ func NewSampler(opts Options) *Sampler {
 	for _, f := range KernelFiles() {
 		s.kernErrs[f] = 0
 	}
-	s.sch = schedule{interval: opts.Interval, budget: opts.CPUBudget}
-	s.history = newRing(int(opts.Window/opts.Interval) + 2)
-	s.hist = detect.NewHistory(opts.Detect.History, min(int(opts.Detect.History/opts.Interval)+2, 3600))
+	iv := opts.Interval
+	s.planned = func(Kind) time.Duration { return iv }
+	// Listen samples and dumps both land in the window and the history:
+	// a quarter more room than one sample per interval.
+	s.history = newRing(int(opts.Window/opts.Interval)*5/4 + 2)
+	s.hist = detect.NewHistory(opts.Detect.History, min(int(opts.Detect.History/opts.Interval)*5/4+2, 4500))
 	return s
 }
 
+// SetPlan makes View report planned intervals from plan, normally a
+// Scheduler's Planned: the plan in force for this Sampler.
+func (s *Sampler) SetPlan(plan func(Kind) time.Duration) {
+	s.mu.Lock()
+	s.planned = plan
+	s.mu.Unlock()
+}
+
+func (s *Sampler) laneOf(kind Kind) *lane {
+	if kind == Listen {
+		return &s.cheap
+	}
+	return &s.dumps
+}
+
 // Sample reads the namespace's kernel counters and sysctls, runs one dump
-// of the given kind, publishes the sample and evaluates the detectors.
+// of the given kind, publishes the sample and evaluates the detectors. A
+// Listen sample may run while a dump of another kind is under way.
 func (s *Sampler) Sample(kind Kind) (*Sample, error) {
-	s.run.Lock()
-	defer s.run.Unlock()
-	kern, kerrs := readKernel(s.reader, s.opts.InNetns)
-	s.noteKernelErrors(kerrs)
-	smp, err := s.dump(kind, &kern)
+	ln := s.laneOf(kind)
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	s.eval.Lock()
+	withSysctls := kind != Listen || time.Since(s.sysctlsTime) >= sysctlsEvery
+	s.eval.Unlock()
+	var also func()
+	if kind != Listen {
+		also = s.ehashReader(ln.reader)
+	}
+	kern, kerrs, other := readKernel(ln.reader, s.opts.InNetns, withSysctls, also)
+	s.eval.Lock()
+	s.noteKernelErrors(kerrs, withSysctls)
+	if withSysctls {
+		s.sysctls, s.sysctlsTime = kern.Sysctls, time.Now()
+	} else {
+		kern.Sysctls = s.sysctls
+	}
+	s.eval.Unlock()
+	smp, err := s.dump(ln, kind, &kern)
 	s.mu.Lock()
 	for _, e := range kerrs {
 		s.kernErrs[e.file]++
@@ -202,6 +268,7 @@ func (s *Sampler) Sample(kind Kind) (*Sample, error) {
 		s.mu.Unlock()
 		return nil, err
 	}
+	smp.ReadCPU = other
 	st.CPU += smp.Dump.CPU
 	if !st.LastTime.IsZero() {
 		st.Interval = smp.Time.Sub(st.LastTime)
@@ -209,21 +276,29 @@ func (s *Sampler) Sample(kind Kind) (*Sample, error) {
 	st.LastTime = smp.Time
 	st.LastDuration = smp.Dump.Wall
 	st.LastSockets = smp.Dump.Sockets
-	if kind == Full {
+	switch kind {
+	case Full:
 		s.full = smp
-	} else {
+	case Rare:
 		s.rare = smp
+	case Listen:
+		s.carryLocked(smp)
+		s.listen = smp
 	}
 	merged := s.mergedLocked()
 	s.history.push(smp.Time, merged)
 	sum := s.summaryLocked(smp, &merged)
 	s.mu.Unlock()
-	s.sch.observe(kind, smp.Dump.CPU)
 
+	s.eval.Lock()
 	s.hist.Push(sum)
 	findings := s.det.Evaluate(s.hist)
+	s.eval.Unlock()
 	s.mu.Lock()
 	s.findings = findings
+	if len(findings) > 0 {
+		s.lastFinding = smp.Time
+	}
 	s.mu.Unlock()
 	if s.opts.OnSample != nil {
 		s.opts.OnSample(smp)
@@ -231,8 +306,64 @@ func (s *Sampler) Sample(kind Kind) (*Sample, error) {
 	return smp, nil
 }
 
-// noteKernelErrors logs a file's failure once, until it reads again.
-func (s *Sampler) noteKernelErrors(errs []kernelError) {
+// ehashReader returns a function that reads the namespace's
+// established-hash size and privacy inside it, to run with the kernel
+// reads, or nil once that succeeded (or the kernel, before 6.1, has no such
+// sysctl): a namespace's table is fixed at its creation.
+func (s *Sampler) ehashReader(r *procnet.Reader) func() {
+	s.mu.RLock()
+	done := s.ehashDone
+	s.mu.RUnlock()
+	if done {
+		return nil
+	}
+	return func() {
+		eh, err := r.ReadEhash()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		switch {
+		case err == nil:
+			s.ehash, s.ehashKnown, s.ehashDone = eh, true, true
+		case errors.Is(err, fs.ErrNotExist):
+			s.ehashDone = true
+		default:
+			s.opts.Logger.Debug("cannot read net.ipv4.tcp_ehash_entries; retrying at the next dump", "err", err)
+		}
+	}
+}
+
+// latestDumpLocked returns the newer of the latest full and rare samples.
+func (s *Sampler) latestDumpLocked() *Sample {
+	d := s.full
+	if s.rare != nil && (d == nil || s.rare.Time.After(d.Time)) {
+		d = s.rare
+	}
+	return d
+}
+
+// carryLocked completes a Listen sample with what only a dump sees: the
+// half-open connections of each listener and the CLOSE_WAIT groups, from
+// the latest dump.
+func (s *Sampler) carryLocked(smp *Sample) {
+	d := s.latestDumpLocked()
+	if d == nil {
+		return
+	}
+	smp.CloseWait, smp.CloseWaitFolded, smp.CloseWaitUntracked = d.CloseWait, d.CloseWaitFolded, d.CloseWaitUntracked
+	for i := range smp.Listeners {
+		l := &smp.Listeners[i]
+		j, ok := slices.BinarySearchFunc(d.Listeners, l.ListenerKey, func(x Listener, k ListenerKey) int { return x.ListenerKey.Compare(k) })
+		if !ok {
+			continue
+		}
+		o := &d.Listeners[j]
+		l.SynRecv, l.SynSources, l.SynSourcesCapped, l.TopSources = o.SynRecv, o.SynSources, o.SynSourcesCapped, o.TopSources
+	}
+}
+
+// noteKernelErrors logs a file's failure once, until it reads again;
+// sysctls that were not read this time keep their state. s.eval is held.
+func (s *Sampler) noteKernelErrors(errs []kernelError, sysctlsRead bool) {
 	failed := map[string]bool{}
 	for _, e := range errs {
 		failed[e.file] = true
@@ -242,7 +373,7 @@ func (s *Sampler) noteKernelErrors(errs []kernelError) {
 		}
 	}
 	for f := range s.kernFailing {
-		if !failed[f] {
+		if !failed[f] && (sysctlsRead || !isSysctlFile(f)) {
 			delete(s.kernFailing, f)
 			s.opts.Logger.Info("kernel file readable again", "file", f)
 		}
@@ -287,62 +418,77 @@ func (s *Sampler) summaryLocked(smp *Sample, merged *Counts) detect.Summary {
 	return sum
 }
 
-func (s *Sampler) dump(kind Kind, kern *Kernel) (*Sample, error) {
-	if s.conn == nil {
+func (s *Sampler) dump(ln *lane, kind Kind, kern *Kernel) (*Sample, error) {
+	if ln.conn == nil {
 		c, err := s.opts.Dial()
 		if err != nil {
 			return nil, fmt.Errorf("opening sock_diag: %w", err)
 		}
-		s.conn = c
+		ln.conn = c
 	}
 	smp := &Sample{Kind: kind, Time: time.Now(), Kernel: *kern}
 	pr := kern.Sysctls.PortRange
 	prOK := kern.Sysctls.Present.Has(procnet.SysctlIPLocalPortRange)
-	s.agg.reset(smp, kind == Full, pr, prOK)
-	st, err := s.conn.Dump(diag.Request{States: kind.Mask(), Method: s.opts.Method}, s.agg.add)
+	ln.agg.reset(smp, kind == Full, pr, prOK)
+	st, err := ln.conn.Dump(diag.Request{States: kind.Mask(), Method: s.opts.Method}, ln.agg.add)
 	smp.Dump = st
 	if err != nil {
 		// The connection may hold the rest of the dump: start afresh.
-		s.conn.Close()
-		s.conn = nil
+		ln.conn.Close()
+		ln.conn = nil
 		return nil, fmt.Errorf("%s dump: %w", kind, err)
 	}
-	s.agg.finish()
-	cw := s.agg.cw
+	ln.agg.finish()
+	if kind == Listen {
+		// No CLOSE_WAIT socket was seen: the tracker is the dumps'.
+		return smp, nil
+	}
+	cw := ln.agg.cw
 	cw.sweep()
 	minAge := s.opts.Detect.CloseWaitMinAge
 	if _, err := cw.resolve(smp.Time, minAge, s.opts.LookupTimeout, s.opts.LookupOwners); err != nil {
 		s.opts.Logger.Debug("CLOSE_WAIT owner lookup incomplete", "err", err)
 	}
-	smp.CloseWait, smp.CloseWaitFolded = cw.groups(minAge, s.agg.outbound, s.opts.MaxCloseWaitGroups)
+	smp.CloseWait, smp.CloseWaitFolded = cw.groups(minAge, ln.agg.outbound, s.opts.MaxCloseWaitGroups)
 	smp.CloseWaitUntracked = cw.untracked
 	return smp, nil
 }
 
-// Close releases the sock_diag connection.
+// Close releases the sock_diag connections. Call it when no Sample runs.
 func (s *Sampler) Close() error {
-	if s.conn == nil {
-		return nil
+	var errs []error
+	for _, ln := range []*lane{&s.dumps, &s.cheap} {
+		ln.mu.Lock()
+		if ln.conn != nil {
+			errs = append(errs, ln.conn.Close())
+			ln.conn = nil
+		}
+		ln.mu.Unlock()
 	}
-	err := s.conn.Close()
-	s.conn = nil
-	return err
+	return errors.Join(errs...)
 }
 
-// mergedLocked combines the latest full and rare samples.
+// mergedLocked combines the latest samples: each state's count from the
+// newest sample whose kind includes it.
 func (s *Sampler) mergedLocked() Counts {
 	var c Counts
-	if s.full != nil {
-		c = s.full.Counts
-	}
-	if s.rare != nil && (s.full == nil || s.rare.Time.After(s.full.Time)) {
-		for f := range c {
-			for _, st := range States {
-				if Rare.Mask().Has(st) {
-					c[f][st] = s.rare.Counts[f][st]
-				}
+	var newest [diag.MaxState + 1]time.Time
+	for _, smp := range []*Sample{s.full, s.rare, s.listen} {
+		if smp == nil {
+			continue
+		}
+		mask := smp.Kind.Mask()
+		if smp.Kind == Rare {
+			mask |= 1 << diag.NewSynRecv
+		}
+		for st := diag.State(0); st <= diag.MaxState; st++ {
+			if !mask.Has(st) || (!newest[st].IsZero() && !smp.Time.After(newest[st])) {
+				continue
 			}
-			c[f][diag.NewSynRecv] = s.rare.Counts[f][diag.NewSynRecv]
+			newest[st] = smp.Time
+			for f := range c {
+				c[f][st] = smp.Counts[f][st]
+			}
 		}
 	}
 	return c
@@ -357,133 +503,70 @@ func (s *Sampler) Findings() []detect.Finding {
 	return slices.Clone(s.findings)
 }
 
+// Urgent reports whether the detectors found something in the last
+// minute; a Scheduler serves urgent Samplers first when the budget is
+// short.
+func (s *Sampler) Urgent() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return !s.lastFinding.IsZero() && time.Since(s.lastFinding) < urgentFor
+}
+
 // View returns the latest state for a scrape.
 func (s *Sampler) View(now time.Time) View {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	v := View{Full: s.full, Rare: s.rare, Stats: s.stats, Ready: s.full != nil}
+	v := View{Full: s.full, Rare: s.rare, Listen: s.listen, Stats: s.stats, Ready: s.full != nil,
+		Ehash: s.ehash, EhashKnown: s.ehashKnown}
 	v.Counts = s.mergedLocked()
 	v.Max = s.history.max(now.Add(-s.opts.Window))
-	latest := s.full
-	if s.rare != nil && (latest == nil || s.rare.Time.After(latest.Time)) {
-		latest = s.rare
+	latest := s.latestDumpLocked()
+	if s.listen != nil && (latest == nil || s.listen.Time.After(latest.Time)) {
+		latest = s.listen
 	}
 	v.Latest = latest
 	if latest != nil {
 		v.Listeners = latest.Listeners
 	}
 	v.KernelErrors = maps.Clone(s.kernErrs)
-	v.Stats[Full].Planned = s.sch.fullInterval()
-	v.Stats[Rare].Planned = s.sch.rareInterval()
+	for _, k := range Kinds {
+		v.Stats[k].Planned = s.planned(k)
+	}
 	return v
 }
 
-// Run samples until ctx ends: a full dump at once, then rare dumps every
-// interval and full dumps as often as the CPU budget allows. Failures are
-// logged and counted; the next cycle dials afresh.
+// RunJob runs one sample of kind k for a Scheduler and logs a failure
+// once, not every cycle while it persists.
+func (s *Sampler) RunJob(k Kind) (time.Duration, error) {
+	smp, err := s.Sample(k)
+	ln := s.laneOf(k)
+	switch {
+	case err == nil:
+		if ln.lastErr != "" {
+			s.opts.Logger.Info("sampling recovered", "kind", k)
+			ln.lastErr = ""
+		}
+		return smp.ReadCPU, nil
+	case errors.Is(err, context.Canceled):
+	default:
+		if msg := err.Error(); msg != ln.lastErr {
+			s.opts.Logger.Error("sampling failed", "kind", k, "err", err)
+			ln.lastErr = msg
+		}
+	}
+	return 0, err
+}
+
+// Run samples until ctx ends with a Scheduler of its own: a full dump at
+// once, the cheap path (counters and a LISTEN-only dump) and rare dumps
+// every interval, and full dumps as often as the CPU budget allows.
+// Failures are logged and counted; the next cycle dials afresh.
 func (s *Sampler) Run(ctx context.Context) {
 	defer s.Close()
-	var lastFull time.Time
-	var lastErr string
-	for {
-		start := time.Now()
-		kind := Rare
-		if lastFull.IsZero() || start.Sub(lastFull) >= s.sch.fullInterval() {
-			kind = Full
-		}
-		_, err := s.Sample(kind)
-		switch {
-		case err == nil:
-			if kind == Full {
-				lastFull = start
-			}
-			if lastErr != "" {
-				s.opts.Logger.Info("sampling recovered", "kind", kind)
-				lastErr = ""
-			}
-		case errors.Is(err, context.Canceled):
-		default:
-			// Log a failure once, not every cycle while it persists.
-			if msg := err.Error(); msg != lastErr {
-				s.opts.Logger.Error("sampling failed", "kind", kind, "err", err)
-				lastErr = msg
-			}
-		}
-		wait := s.sch.rareInterval() - time.Since(start)
-		if wait < 0 {
-			wait = 0
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// schedule spaces dumps to hold the CPU budget. It keeps a moving average of
-// each kind's CPU cost; rare dumps run every interval unless they alone
-// would exceed rareShare of the budget, and full dumps get what is left.
-type schedule struct {
-	interval time.Duration
-	budget   float64
-
-	mu      sync.Mutex
-	fullCPU float64 // seconds, exponentially weighted
-	rareCPU float64
-}
-
-const ewmaWeight = 0.3
-
-// rareShare is the largest part of the budget rare dumps may take; full
-// dumps (the only source of ESTABLISHED and TIME_WAIT, which the port
-// exhaustion detector needs) always keep the rest.
-const rareShare = 0.5
-
-func (sc *schedule) observe(k Kind, cpu time.Duration) {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	c := cpu.Seconds()
-	p := &sc.fullCPU
-	if k == Rare {
-		p = &sc.rareCPU
-	}
-	if *p == 0 {
-		*p = c
-	} else {
-		*p = (1-ewmaWeight)**p + ewmaWeight*c
-	}
-}
-
-// rareInterval is the interval between cycles.
-func (sc *schedule) rareInterval() time.Duration {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	return sc.rareIntervalLocked()
-}
-
-func (sc *schedule) rareIntervalLocked() time.Duration {
-	need := time.Duration(sc.rareCPU / (rareShare * sc.budget) * float64(time.Second))
-	return max(sc.interval, need)
-}
-
-// fullInterval is the time between full dumps that keeps rare and full
-// dumps together within the budget.
-func (sc *schedule) fullInterval() time.Duration {
-	sc.mu.Lock()
-	defer sc.mu.Unlock()
-	ri := sc.rareIntervalLocked().Seconds()
-	left := max(sc.budget-sc.rareCPU/ri, (1-rareShare)*sc.budget)
-	// A full dump replaces the rare dump of its cycle, so it costs only
-	// the difference.
-	extra := sc.fullCPU - sc.rareCPU
-	if extra < 0 {
-		extra = 0
-	}
-	need := time.Duration(extra / left * float64(time.Second))
-	return max(sc.interval, need)
+	sch := NewScheduler(SchedulerConfig{Interval: s.opts.Interval, Budget: s.opts.CPUBudget, Logger: s.opts.Logger})
+	s.SetPlan(sch.Planned)
+	sch.Add(HostTarget, s)
+	sch.Run(ctx)
 }
 
 // ring keeps the merged counts of recent samples for the window maxima.

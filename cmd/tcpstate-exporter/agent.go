@@ -41,6 +41,8 @@ type agent struct {
 	// scrapeErrs counts the series scrapes left out; ready reports the
 	// parts whose latest collection did.
 	scrapeErrs *collector.ScrapeErrors
+	// sched runs the sampling jobs in either mode.
+	sched *collector.Scheduler
 }
 
 func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
@@ -66,13 +68,22 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 		}
 		labelNames = netns.TargetLabels
 		a.registry.MustRegister(a.mgr.Collector())
+		a.sched = a.mgr.Scheduler()
 	default:
 		s := collector.NewSampler(cfg.samplerOptions(logger))
 		targets := []collector.Target{{Sampler: s}}
 		a.hostSampler = s
 		a.targets = func() []collector.Target { return targets }
-		a.sample = s.Run
+		sch := collector.NewScheduler(collector.SchedulerConfig{Interval: cfg.interval, Budget: cfg.budget, Logger: logger})
+		s.SetPlan(sch.Planned)
+		sch.Add(collector.HostTarget, s)
+		a.sched = sch
+		a.sample = func(ctx context.Context) {
+			defer s.Close()
+			sch.Run(ctx)
+		}
 	}
+	a.registry.MustRegister(a.sched.Collector(logger))
 	a.registry.MustRegister(
 		collector.NewExporter(a.targets, collector.ExporterOptions{
 			TargetLabels:    labelNames,
@@ -161,9 +172,11 @@ func (a *agent) ready(now time.Time) (bool, string) {
 	if !v.Ready {
 		return false, "no full sample yet"
 	}
-	latest := v.Stats[collector.Full].LastTime
-	if t := v.Stats[collector.Rare].LastTime; t.After(latest) {
-		latest = t
+	var latest time.Time
+	for _, k := range collector.Kinds {
+		if t := v.Stats[k].LastTime; t.After(latest) {
+			latest = t
+		}
 	}
 	limit := 3*v.Stats[collector.Full].Planned + 10*time.Second
 	if a.mgr != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/tcpstate/tcpstate-exporter/collector/detect"
 	"github.com/tcpstate/tcpstate-exporter/collector/netns"
 	"github.com/tcpstate/tcpstate-exporter/diag"
+	"github.com/tcpstate/tcpstate-exporter/diag/procnet"
 )
 
 // snapshotConfig holds the snapshot subcommand's flags.
@@ -200,6 +201,10 @@ type snapshot struct {
 	// Findings are nil with FindingsOK false when no detector is wired.
 	Findings   []detect.Finding
 	FindingsOK bool
+	// Ehash describes the established hash (EhashKnown false before Linux
+	// 6.1 or when it could not be read).
+	Ehash      procnet.Ehash
+	EhashKnown bool
 }
 
 // takeSnapshots samples every target once fully, then (after opts.Wait,
@@ -261,6 +266,7 @@ func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshot
 		v := s.View(now)
 		snap := snaps[i]
 		snap.Time, snap.Counts, snap.Listener = now, v.Counts, v.Listeners
+		snap.Ehash, snap.EhashKnown = v.Ehash, v.EhashKnown
 		if opts.Findings != nil {
 			snap.Findings = opts.Findings(collector.Target{Sampler: s})
 			snap.FindingsOK = true
@@ -336,6 +342,14 @@ func (s *snapshot) write(w io.Writer) error {
 	fmt.Fprintf(tw, "total\t%d\t%d\t%d\n", tot[0], tot[1], tot[0]+tot[1])
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+
+	if s.EhashKnown {
+		if s.Ehash.Private {
+			fmt.Fprintf(w, "\nEstablished hash: its own, %d buckets (net.ipv4.tcp_ehash_entries)\n", s.Ehash.Entries)
+		} else {
+			fmt.Fprintf(w, "\nEstablished hash: shared with the node, %d buckets: a dump here walks every sharing namespace's sockets (net.ipv4.tcp_child_ehash_entries set before a namespace is created gives it its own)\n", s.Ehash.Entries)
+		}
 	}
 
 	rl := risky(s.Listener)

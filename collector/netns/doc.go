@@ -10,11 +10,14 @@
 //
 // A Manager keeps one Handle and one Sampler per live namespace, discovers
 // again on a timer, closes the descriptors of namespaces that went away and
-// counts them, and runs every Sampler from a single scheduler goroutine: one
-// dump at a time, round-robin, paced so that all namespaces together stay
-// within one CPU budget. Every dump walks the kernel's socket hash, which all
-// namespaces share, so N namespaces cost N walks; the scheduler stretches the
-// sweep over the namespaces rather than let the cost grow with N.
+// counts them, and runs every Sampler's jobs from one collector.Scheduler
+// within one CPU budget: the cheap path (counters and a LISTEN-only dump,
+// which skips the established hash) every interval for every namespace, and
+// rare and full dumps as the budget allows. A dump of a non-LISTEN state
+// walks the kernel's established hash, which all namespaces share unless
+// created with net.ipv4.tcp_child_ehash_entries set, so N namespaces cost N
+// walks; the budget stretches the dumps' interval rather than let the cost
+// grow with N, and says so.
 //
 // Targets returns the sampled namespaces with the labels netns ("host" for
 // the agent's own namespace, else the inode in decimal), namespace and pod

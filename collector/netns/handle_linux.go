@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
-	"time"
 
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -275,14 +274,4 @@ func (h *Handle) present(procRoot string) bool {
 		}
 	}
 	return false
-}
-
-// threadCPU returns the CPU time of the calling thread; callers lock the
-// goroutine to its thread around the work they measure.
-func threadCPU() time.Duration {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

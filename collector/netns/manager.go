@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -99,14 +99,17 @@ type Stats struct {
 	Refreshes, RefreshErrors uint64
 	// Discover describes the latest successful discovery.
 	Discover DiscoverStats
-	// Sweeps counts completed passes over all namespaces. SweepDuration is
-	// the wall time of the latest (dumps and pacing, without the wait for
-	// the next period) and SweepCPU the CPU its dumps used.
+	// Sweeps counts completed passes over all namespaces: every namespace
+	// sampled at the time a pass started got a dump (rare or full) since.
+	// SweepDuration is the wall time of the latest pass and SweepCPU the
+	// CPU its dumps used.
 	Sweeps        uint64
 	SweepDuration time.Duration
 	SweepCPU      time.Duration
-	// Period is the planned time between the starts of two sweeps, and
-	// FullEvery the planned time between two full dumps of a namespace.
+	// Period is the planned time between two dumps of a namespace (rare
+	// ones, or full ones when every dump is full), and FullEvery the
+	// planned time between two full dumps of a namespace: the plan the
+	// Scheduler holds to.
 	Period, FullEvery time.Duration
 }
 
@@ -121,12 +124,14 @@ type entry struct {
 	// uid is the owning pod's UID; guarded by Manager.mu.
 	uid string
 
-	// Scheduler state, guarded by Manager.runMu.
-	dead     bool
-	lastFull time.Time
-	fullCPU  float64 // seconds, exponentially weighted
-	rareCPU  float64
-	lastErr  string
+	// mu is read-held by every job and write-held to close the entry, so
+	// a Sampler or Handle is never closed under a running job.
+	mu   sync.RWMutex
+	dead bool
+	// lastErr holds, per lane (dumps, cheap path), the latest failure
+	// logged.
+	errMu   sync.Mutex
+	lastErr [2]string
 }
 
 // Manager samples every network namespace on the node; see the package
@@ -134,18 +139,26 @@ type entry struct {
 type Manager struct {
 	cfg Config
 
-	// runMu serialises dumps, discoveries and Close, so a Sampler or
-	// Handle is never closed under a running dump.
+	// sch runs every namespace's jobs within the one budget.
+	sch *collector.Scheduler
+
+	// runMu serialises discoveries and Close.
 	runMu         sync.Mutex
 	failed        map[Key]string // namespaces that could not be opened, logged once
 	lastRefresh   string         // latest discovery error logged
 	refreshWanted atomic.Bool
+	refreshNow    chan struct{}
 
 	// mu guards what scrapes read; it is never held during a dump.
 	mu      sync.Mutex
 	entries map[Key]*entry
 	list    []*entry // host first, then by inode
 	stats   Stats
+	// The pass in progress: its start, the namespaces dumped since and
+	// their CPU.
+	sweepStart time.Time
+	sweepSeen  map[Key]bool
+	sweepCPU   time.Duration
 }
 
 // NewManager returns a Manager. Nothing is opened before Refresh or Run.
@@ -154,14 +167,23 @@ func NewManager(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("netns: CPU budget %g is not a fraction of one core in (0, 1]", cfg.CPUBudget)
 	}
 	cfg.setDefaults()
-	return &Manager{cfg: cfg, failed: map[Key]string{}, entries: map[Key]*entry{}}, nil
+	m := &Manager{cfg: cfg, failed: map[Key]string{}, entries: map[Key]*entry{}, sweepSeen: map[Key]bool{}, refreshNow: make(chan struct{}, 1)}
+	m.sch = collector.NewScheduler(collector.SchedulerConfig{Interval: cfg.Interval, Budget: cfg.CPUBudget, Logger: cfg.Logger})
+	return m, nil
 }
+
+// Scheduler returns the Scheduler that runs every namespace's jobs, for
+// its plan and metrics.
+func (m *Manager) Scheduler() *collector.Scheduler { return m.sch }
 
 // Stats returns the Manager's counters.
 func (m *Manager) Stats() Stats {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.stats
+	st := m.stats
+	m.mu.Unlock()
+	st.Period = m.sch.Planned(collector.Rare)
+	st.FullEvery = m.sch.Planned(collector.Full)
+	return st
 }
 
 // Targets returns the namespaces being sampled with their labels (see
@@ -241,6 +263,7 @@ func (m *Manager) refreshLocked() error {
 				err = fmt.Errorf("netns: creating the sampler of namespace %d: %w", ns.Inode, err)
 			} else {
 				e = &entry{h: h, s: s, key: ns.Key, label: ns.Label(), host: ns.IsHost}
+				s.SetPlan(m.sch.Planned)
 				m.resolvePod(e, ns)
 				added = append(added, e)
 				delete(m.failed, ns.Key)
@@ -267,19 +290,34 @@ func (m *Manager) refreshLocked() error {
 			delete(m.entries, k)
 		}
 	}
+	isNew := map[*entry]bool{}
 	for _, e := range added {
 		m.entries[e.key] = e
+		isNew[e] = true
 	}
 	m.rebuildLocked()
+	// In list order, host first: the Scheduler serves new targets in the
+	// order they came, and readiness waits for the host's first full dump.
+	for _, e := range m.list {
+		if isNew[e] {
+			m.sch.Add(schedKey(e.key), &runner{m: m, e: e})
+		}
+	}
 	m.stats.Added += uint64(len(added))
 	m.stats.Dropped += vanished + uint64(len(removed))
 	m.stats.OpenErrors += openErrs
 	m.mu.Unlock()
 	for _, e := range removed {
+		m.sch.Remove(schedKey(e.key))
 		m.closeEntry(e)
 		m.cfg.Logger.Debug("network namespace gone", "netns", e.label)
 	}
 	return nil
+}
+
+// schedKey is a namespace's key in the Scheduler.
+func schedKey(k Key) string {
+	return strconv.FormatUint(k.Dev, 10) + ":" + strconv.FormatUint(k.Inode, 10)
 }
 
 // rebuildLocked rebuilds the sorted list from the map.
@@ -325,16 +363,22 @@ func (m *Manager) resolvePod(e *entry, ns Namespace) {
 	}
 }
 
-// closeEntry releases an entry removed from the map; runMu is held.
+// closeEntry releases an entry removed from the map, once its running jobs
+// have finished.
 func (m *Manager) closeEntry(e *entry) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.dead {
+		return
+	}
 	e.dead = true
 	if err := errors.Join(e.s.Close(), e.h.Close()); err != nil {
 		m.cfg.Logger.Debug("closing network namespace", "netns", e.label, "err", err)
 	}
 }
 
-// drop removes an entry whose dump said its namespace is gone; runMu is
-// held.
+// drop removes an entry whose dump said its namespace is gone; the caller
+// holds no lock of the entry.
 func (m *Manager) drop(e *entry) {
 	m.mu.Lock()
 	if m.entries[e.key] == e {
@@ -343,6 +387,7 @@ func (m *Manager) drop(e *entry) {
 		m.stats.Dropped++
 	}
 	m.mu.Unlock()
+	m.sch.Remove(schedKey(e.key))
 	m.closeEntry(e)
 	m.cfg.Logger.Debug("network namespace gone", "netns", e.label)
 }
@@ -359,119 +404,106 @@ func (m *Manager) Close() error {
 	m.mu.Unlock()
 	var errs []error
 	for _, e := range list {
-		e.dead = true
-		errs = append(errs, e.s.Close(), e.h.Close())
+		m.sch.Remove(schedKey(e.key))
+		e.mu.Lock()
+		if !e.dead {
+			e.dead = true
+			errs = append(errs, e.s.Close(), e.h.Close())
+		}
+		e.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }
 
-// rareShare is the largest part of the budget the sweep of rare dumps may
-// take; full dumps keep the rest (as in the single-namespace Sampler).
-const rareShare = 0.5
-
-const ewmaWeight = 0.3
-
-// plan is the schedule of one sweep.
-type plan struct {
-	period    time.Duration // between the starts of two sweeps
-	fullEvery time.Duration // between two full dumps of a namespace
-	allFull   bool          // every visit runs a full dump
+// runner runs one namespace's jobs for the Scheduler.
+type runner struct {
+	m *Manager
+	e *entry
 }
 
-// planLocked spaces the sweep from the measured cost of each namespace's
-// dumps: rare dumps of all namespaces together take at most rareShare of
-// the budget, full dumps the rest; when a full dump costs little more than
-// a rare one (the walk of the shared hash dominates), every visit is a full
-// dump and the period is what the full sweep costs. runMu is held.
-func (m *Manager) planLocked(list []*entry) plan {
-	var rare, full, extra float64
-	for _, e := range list {
-		f, r := e.fullCPU, e.rareCPU
-		if r == 0 {
-			r = f // not measured yet: assume the walk dominates
-		}
-		f = max(f, r)
-		rare += r
-		full += f
-		extra += f - r
-	}
-	b := m.cfg.CPUBudget
-	iv := m.cfg.Interval
-	secs := func(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
-	p := plan{period: max(iv, secs(rare/(rareShare*b)))}
-	left := b - rare/p.period.Seconds()
-	p.fullEvery = max(iv, secs(extra/left))
-	if p.fullEvery <= p.period {
-		p.allFull = true
-		p.period = max(iv, secs(full/b))
-		p.fullEvery = p.period
-	}
-	return p
-}
+// Urgent reports recent findings in the namespace.
+func (r *runner) Urgent() bool { return r.e.s.Urgent() }
 
-// sampleOne runs one sample of e and returns the CPU to pace it by (the
-// sampling thread's, at least the dump's); ran is false when there was
-// nothing to run.
-func (m *Manager) sampleOne(e *entry, p plan) (cost time.Duration, ran bool) {
-	m.runMu.Lock()
-	defer m.runMu.Unlock()
+// RunJob runs one sample of the namespace. A namespace found gone is
+// dropped; a failure is logged once per lane while it lasts.
+func (r *runner) RunJob(kind collector.Kind) (time.Duration, error) {
+	m, e := r.m, r.e
+	e.mu.RLock()
 	if e.dead {
-		return 0, false
+		e.mu.RUnlock()
+		return 0, ErrGone
 	}
 	if !e.h.present(m.cfg.ProcRoot) {
+		e.mu.RUnlock()
 		// Its processes and bind mount are gone: a dump would read a
 		// namespace kept alive by our own descriptors. Let a discovery
 		// decide.
-		m.refreshWanted.Store(true)
-		return 0, false
+		m.wantRefresh()
+		return 0, ErrGone
 	}
-	kind := collector.Rare
-	switch {
-	case e.lastFull.IsZero():
-		kind = collector.Full
-	case e.rareCPU == 0:
-		// Measure a rare dump once, so the plan knows what it costs.
-	case p.allFull || time.Since(e.lastFull) >= p.fullEvery:
-		kind = collector.Full
-	}
-	// The whole sample is paced, not only the dump: aggregation, CLOSE_WAIT
-	// tracking and the detectors run on this thread too.
-	runtime.LockOSThread()
-	start, cpu0 := time.Now(), threadCPU()
 	smp, err := e.s.Sample(kind)
-	used := threadCPU() - cpu0
-	runtime.UnlockOSThread()
+	e.mu.RUnlock()
+	ln := 0
+	if kind == collector.Listen {
+		ln = 1
+	}
 	if err != nil {
-		wall := time.Since(start)
 		switch {
 		case errors.Is(err, ErrGone):
 			m.drop(e)
 		case !e.h.present(m.cfg.ProcRoot):
-			m.refreshWanted.Store(true)
-		case err.Error() != e.lastErr:
-			// Once per distinct failure, not every cycle.
-			m.cfg.Logger.Warn("sampling network namespace failed", "netns", e.label, "kind", kind, "err", err)
-			e.lastErr = err.Error()
+			m.wantRefresh()
+		default:
+			e.errMu.Lock()
+			if err.Error() != e.lastErr[ln] {
+				// Once per distinct failure, not every cycle.
+				m.cfg.Logger.Warn("sampling network namespace failed", "netns", e.label, "kind", kind, "err", err)
+				e.lastErr[ln] = err.Error()
+			}
+			e.errMu.Unlock()
 		}
-		return wall, true
+		return 0, err
 	}
-	if e.lastErr != "" {
+	e.errMu.Lock()
+	if e.lastErr[ln] != "" {
 		m.cfg.Logger.Info("sampling network namespace recovered", "netns", e.label)
-		e.lastErr = ""
+		e.lastErr[ln] = ""
 	}
-	used = max(used, smp.Dump.CPU)
-	c := used.Seconds()
-	avg := &e.rareCPU
-	if kind == collector.Full {
-		avg = &e.fullCPU
-		e.lastFull = start
+	e.errMu.Unlock()
+	if kind != collector.Listen {
+		m.noteDump(e, smp.Dump.CPU)
 	}
-	if *avg == 0 {
-		*avg = c
-	} else {
-		*avg = (1-ewmaWeight)**avg + ewmaWeight*c
+	return smp.ReadCPU, nil
+}
+
+// noteDump counts a dump towards the pass over all namespaces.
+func (m *Manager) noteDump(e *entry, cpu time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.sweepStart.IsZero() {
+		m.sweepStart = time.Now()
 	}
-	return used, true
+	m.sweepSeen[e.key] = true
+	m.sweepCPU += cpu
+	for _, x := range m.list {
+		if !m.sweepSeen[x.key] {
+			return
+		}
+	}
+	m.stats.Sweeps++
+	m.stats.SweepDuration = time.Since(m.sweepStart)
+	m.stats.SweepCPU = m.sweepCPU
+	m.sweepStart, m.sweepCPU = time.Now(), 0
+	clear(m.sweepSeen)
+}
+
+// wantRefresh asks the discovery loop for a discovery now.
+func (m *Manager) wantRefresh() {
+	m.refreshWanted.Store(true)
+	select {
+	case m.refreshNow <- struct{}{}:
+	default:
+	}
 }
 
 // refreshLogged runs a discovery and logs a failure once while it lasts.
@@ -489,88 +521,35 @@ func (m *Manager) refreshLogged() {
 	}
 }
 
-// snapshot returns the current list and its plan.
-func (m *Manager) snapshot() ([]*entry, plan) {
-	m.runMu.Lock()
-	defer m.runMu.Unlock()
-	m.mu.Lock()
-	list := slices.Clone(m.list)
-	m.mu.Unlock()
-	p := m.planLocked(list)
-	m.mu.Lock()
-	m.stats.Period, m.stats.FullEvery = p.period, p.fullEvery
-	m.mu.Unlock()
-	return list, p
-}
-
-// Run discovers and samples until ctx ends, then closes everything. Each
-// sweep visits every namespace once, one dump at a time; after each dump it
-// waits the dump's CPU time divided by the budget, so the dumps never use
-// more than the budget whatever the number of namespaces, and a sweep
-// starts no sooner than the plan's period after the previous one.
-// Discovery runs every Refresh, and at once when a namespace's processes
-// and bind mount are found gone.
+// Run discovers and samples until ctx ends, then closes everything. The
+// Scheduler runs every namespace's jobs within the one CPU budget: the
+// cheap path (counters and a LISTEN-only dump) every interval, rare and
+// full dumps as the budget allows, namespaces with recent findings first
+// when it is short. Discovery runs every Refresh, and at once when a
+// namespace's processes and bind mount are found gone.
 func (m *Manager) Run(ctx context.Context) {
 	defer m.Close()
 	m.refreshLogged()
-	nextRefresh := time.Now().Add(m.cfg.Refresh)
-	refreshIfDue := func() {
-		if m.refreshWanted.Swap(false) || !time.Now().Before(nextRefresh) {
-			m.refreshLogged()
-			nextRefresh = time.Now().Add(m.cfg.Refresh)
-		}
-	}
-	for ctx.Err() == nil {
-		start := time.Now()
-		list, p := m.snapshot()
-		var cpu time.Duration
-		for _, e := range list {
-			refreshIfDue()
-			cost, ran := m.sampleOne(e, p)
-			if !ran {
-				continue
-			}
-			cpu += cost
-			if !sleep(ctx, time.Duration(float64(cost)/m.cfg.CPUBudget)) {
-				return
-			}
-		}
-		if len(list) > 0 {
-			m.mu.Lock()
-			m.stats.Sweeps++
-			m.stats.SweepDuration = time.Since(start)
-			m.stats.SweepCPU = cpu
-			m.mu.Unlock()
-		}
-		// Wait for the next sweep, waking for discoveries in between.
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
 		for {
-			refreshIfDue()
-			left := p.period - time.Since(start)
-			if left <= 0 {
-				break
-			}
-			wake := min(left, time.Until(nextRefresh))
-			if m.refreshWanted.Load() {
-				wake = 0
-			}
-			if !sleep(ctx, max(wake, 0)) {
+			t := time.NewTimer(m.cfg.Refresh)
+			select {
+			case <-ctx.Done():
+				t.Stop()
 				return
+			case <-t.C:
+			case <-m.refreshNow:
+				t.Stop()
 			}
+			m.refreshWanted.Store(false)
+			m.refreshLogged()
 		}
-	}
-}
-
-// sleep waits d or until ctx ends, and reports whether ctx is still live.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	}()
+	m.sch.Run(ctx)
+	cancel()
+	wg.Wait()
 }

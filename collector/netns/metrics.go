@@ -34,10 +34,10 @@ func (m *Manager) Collector() prometheus.Collector {
 		openErrors:      d("open_errors_total", "Network namespaces that exist but could not be opened or sampled (each counted once)."),
 		discoveries:     d("discoveries_total", "Scans of /proc and the namespace run directories."),
 		discoveryErrors: d("discovery_errors_total", "Scans of /proc and the namespace run directories that failed."),
-		sweepDuration:   d("sweep_duration_seconds", "Wall time of the latest pass over all namespaces (dumps and the pacing between them)."),
+		sweepDuration:   d("sweep_duration_seconds", "Wall time of the latest pass over all namespaces: until every namespace sampled at its start got a dump."),
 		sweepCPU:        d("sweep_cpu_seconds", "CPU time the dumps of the latest pass over all namespaces used."),
-		period:          d("sweep_period_seconds", "Planned time between the starts of two passes over all namespaces."),
-		full:            d("full_interval_seconds", "Planned time between two full dumps of one namespace."),
+		period:          d("sweep_period_seconds", "Planned time between two dumps of one namespace (rare ones, or full ones when every dump is full), as the scheduler holds it."),
+		full:            d("full_interval_seconds", "Planned time between two full dumps of one namespace, as the scheduler holds it."),
 	}
 }
 

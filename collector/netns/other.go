@@ -3,8 +3,6 @@
 package netns
 
 import (
-	"time"
-
 	"github.com/tcpstate/tcpstate-exporter/diag"
 )
 
@@ -40,5 +38,3 @@ func (h *Handle) Do(fn func() error) error { return ErrUnsupported }
 func (h *Handle) Close() error { return nil }
 
 func (h *Handle) present(procRoot string) bool { return false }
-
-func threadCPU() time.Duration { return 0 }

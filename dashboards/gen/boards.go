@@ -105,6 +105,16 @@ func overview() *dashboard {
 		q(sel(`tcpstate_netns_sweep_period_seconds{{SEL}}`, selNode), "{{instance}} sweep period"),
 	}, withUnit("short"), withUnitRegexp(" sweep period$", "s"),
 		withDescription("With --netns=all: network namespaces sampled, and the planned time between two passes over all of them. Empty in --netns=host mode.")))
+	l.add(8, 8, timeseries("Sampling plan against the interval asked", []target{
+		q(sel(`tcpstate_schedule_interval_planned_seconds{{SEL}}`, selNode), "{{instance}} {{kind}} planned"),
+		q(sel(`tcpstate_schedule_interval_asked_seconds{{SEL}}`, selNode), "{{instance}} {{kind}} asked"),
+	}, withUnit("s"), withDashedRegexp(" asked$"),
+		withDescription("Per kind of work (listen: counters and LISTEN-only dumps, the cheap path that detects SYN floods and accept-queue overflows; rare and full dumps), the interval at which every sampled namespace gets its data under --sample.cpu-budget, against --sample.interval. Full dumps stretch by design on big nodes; a stretched listen interval means the budget cannot hold the cheap path for every namespace.")))
+	l.add(8, 8, timeseries("Budget exceeded and shared hash tables", []target{
+		q(sel(`max by (instance, kind) (tcpstate_sample_budget_exceeded{{SEL}})`, selNode), "{{instance}} {{kind}} over budget"),
+		q(sel(`count by (instance) (tcpstate_netns_private_ehash{{SEL}} == 0)`, selNode), "{{instance}} namespaces sharing the hash"),
+	}, withUnit("short"),
+		withDescription("1 while the CPU budget cannot give every namespace a kind's data at the interval asked (the agent also logs it once); and the namespaces whose dumps walk the node's shared established hash. Setting net.ipv4.tcp_child_ehash_entries on the node gives namespaces created afterwards a private hash, so their dumps walk only their own sockets (README, Pod mode).")))
 	return d.build()
 }
 

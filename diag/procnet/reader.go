@@ -28,6 +28,7 @@ const maxFileSize = 1 << 20
 type Reader struct {
 	netstat, snmp, sockstat, sockstat6 string
 	sysctls                            [numSysctls]string
+	root                               string
 	buf                                []byte
 }
 
@@ -45,6 +46,7 @@ func NewReader(procRoot string) *Reader {
 		snmp:      filepath.Join(netDir, "snmp"),
 		sockstat:  filepath.Join(netDir, "sockstat"),
 		sockstat6: filepath.Join(netDir, "sockstat6"),
+		root:      procRoot,
 		buf:       make([]byte, 0, 8192),
 	}
 	for k := Sysctl(0); k < numSysctls; k++ {

@@ -1,0 +1,74 @@
+package collector
+
+import (
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// scheduleMetrics is a prometheus.Collector over a Scheduler's plan.
+type scheduleMetrics struct {
+	s      *Scheduler
+	logger *slog.Logger
+
+	asked, planned, exceeded, cpu *prometheus.Desc
+	overhead                      *prometheus.Desc
+}
+
+// Collector returns a prometheus.Collector of the plan in force, per kind
+// of work: tcpstate_schedule_interval_asked_seconds,
+// tcpstate_schedule_interval_planned_seconds, tcpstate_sample_budget_exceeded
+// tcpstate_schedule_cpu_ratio and tcpstate_schedule_overhead_ratio. Errors building a metric are logged to
+// logger (nil: slog.Default()).
+func (s *Scheduler) Collector(logger *slog.Logger) prometheus.Collector {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, []string{"kind"}, nil)
+	}
+	return &scheduleMetrics{
+		s:        s,
+		logger:   logger,
+		asked:    d("tcpstate_schedule_interval_asked_seconds", "Interval asked for between two jobs of a kind on one network namespace (--sample.interval)."),
+		planned:  d("tcpstate_schedule_interval_planned_seconds", "Interval at which every sampled network namespace gets the data of a kind under the CPU budget (a kind switched off gets it from the kind covering it)."),
+		exceeded: d("tcpstate_sample_budget_exceeded", "1 while the CPU budget cannot give every sampled network namespace a kind's data at the interval asked (planned more than 10% over asked, until back at asked)."),
+		cpu:      d("tcpstate_schedule_cpu_ratio", "Fraction of one core the plan lets the jobs of a kind use, from their measured costs."),
+		overhead: prometheus.NewDesc("tcpstate_schedule_overhead_ratio", "The process's CPU per second of CPU its sampling jobs measured (at least 1); the plan scales every job's cost by it so that the whole process holds the budget.", nil, nil),
+	}
+}
+
+// Describe sends every Desc.
+func (c *scheduleMetrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.asked, c.planned, c.exceeded, c.cpu, c.overhead} {
+		ch <- d
+	}
+}
+
+// Collect sends the plan's values.
+func (c *scheduleMetrics) Collect(ch chan<- prometheus.Metric) {
+	send := func(d *prometheus.Desc, v float64, kind string) {
+		m, err := prometheus.NewConstMetric(d, prometheus.GaugeValue, v, kind)
+		if err != nil {
+			c.logger.Error("building a schedule metric", "err", err)
+			return
+		}
+		ch <- m
+	}
+	if m, err := prometheus.NewConstMetric(c.overhead, prometheus.GaugeValue, c.s.Overhead()); err != nil {
+		c.logger.Error("building a schedule metric", "err", err)
+	} else {
+		ch <- m
+	}
+	for _, p := range c.s.Plan() {
+		k := p.Kind.String()
+		send(c.asked, p.Asked.Seconds(), k)
+		send(c.planned, c.s.Planned(p.Kind).Seconds(), k)
+		ex := 0.0
+		if p.Exceeded {
+			ex = 1
+		}
+		send(c.exceeded, ex, k)
+		send(c.cpu, p.Rate, k)
+	}
+}
