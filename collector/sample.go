@@ -131,6 +131,21 @@ type Sample struct {
 	CloseWait          []detect.CloseWaitGroup
 	CloseWaitFolded    int
 	CloseWaitUntracked uint64
+
+	// Connection health (full samples only; see connhealth_agg.go).
+	// Peers are the stalled sockets by stall and remote address, most
+	// sockets first, at most StoredPeers, then the "other" groups (invalid
+	// Remote) of what PeersFolded counts. Clients are the listeners' live
+	// connections by client, sorted by listener; ClientsUntracked counts
+	// the connections beyond the client table's bound (in Connections, in
+	// no client). SelfConnects lists self-connected sockets, at most
+	// StoredSelfConnects; SelfConnected counts them all.
+	Peers            []detect.PeerGroup
+	PeersFolded      int
+	Clients          []detect.ListenerClients
+	ClientsUntracked uint64
+	SelfConnects     []detect.SelfConnectedSocket
+	SelfConnected    uint64
 }
 
 // Bounds on the per-dump bookkeeping.
@@ -160,6 +175,7 @@ func (p *portSet) has(port uint16) bool { return p[port>>6]&(1<<(port&63)) != 0 
 type synAgg struct {
 	key      ListenerKey
 	n        uint64
+	retrans  uint64
 	distinct int
 	capped   bool
 	prefixes int
@@ -215,6 +231,8 @@ type aggregator struct {
 	destOther        [2]destAgg
 
 	cw *closeWaitTracker
+
+	health healthAgg
 }
 
 func newAggregator(maxTracked int) *aggregator {
@@ -225,6 +243,7 @@ func newAggregator(maxTracked int) *aggregator {
 		synPfx:      map[synPfxKey]uint64{},
 		destIdx:     map[destKey]int32{},
 		cw:          newCloseWaitTracker(maxTracked),
+		health:      newHealthAgg(),
 	}
 }
 
@@ -249,6 +268,7 @@ func (a *aggregator) reset(s *Sample, withDest bool, pr procnet.PortRange, ok bo
 	a.destKeys = a.destKeys[:0]
 	a.destOther = [2]destAgg{}
 	a.cw.begin(s.Time)
+	a.health.reset(withDest, s.Time)
 }
 
 // add is the per-socket hot path: no allocation for ordinary sockets. A
@@ -282,6 +302,9 @@ func (a *aggregator) add(s *diag.Socket) error {
 		return nil
 	case diag.CloseWait:
 		a.cw.see(s)
+	}
+	if a.health.on {
+		a.health.see(s, a.ports.has(s.SrcPort))
 	}
 	if a.dest && a.outbound(s.SrcPort) {
 		a.addDest(s)
@@ -340,6 +363,12 @@ func (a *aggregator) addSynRecv(s *diag.Socket) {
 	}
 	g := &a.syn[i]
 	g.n++
+	if s.Retrans > 0 {
+		g.retrans++
+	}
+	if a.health.on {
+		a.health.addClient(s)
+	}
 	src := s.Dst.Unmap()
 	if !g.capped {
 		sk := synSrcKey{idx: i, addr: src.As16()}
@@ -369,6 +398,7 @@ func (a *aggregator) finish() {
 		g := &a.syn[i]
 		if l := a.matchListener(g.key); l != nil {
 			l.SynRecv += g.n
+			l.SynRecvRetransmitted += g.retrans
 			l.SynSources += g.distinct
 			l.SynSourcesCapped = l.SynSourcesCapped || g.capped
 			owners[i] = l
@@ -397,6 +427,7 @@ func (a *aggregator) finish() {
 	for i := range ls {
 		a.prevPorts.add(ls[i].Port)
 	}
+	a.health.finish(a.sample, a.lst, a.matchListener)
 	slices.SortFunc(ls, func(x, y Listener) int { return x.ListenerKey.Compare(y.ListenerKey) })
 	a.sample.Listeners = ls
 	if a.dest {

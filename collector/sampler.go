@@ -177,6 +177,7 @@ func NewSampler(opts Options) *Sampler {
 	for _, f := range KernelFiles() {
 		s.kernErrs[f] = 0
 	}
+	s.agg.health.setRetransMin(opts.Detect.PeerRetransMin)
 	s.sch = schedule{interval: opts.Interval, budget: opts.CPUBudget}
 	s.history = newRing(int(opts.Window/opts.Interval) + 2)
 	s.hist = detect.NewHistory(opts.Detect.History, min(int(opts.Detect.History/opts.Interval)+2, 3600))
@@ -282,6 +283,7 @@ func (s *Sampler) summaryLocked(smp *Sample, merged *Counts) detect.Summary {
 		sum.Destinations = s.full.Destinations
 		sum.DestinationsTime = s.full.Time
 		sum.TimeWait = merged.Get(diag.AFInet, diag.TimeWait) + merged.Get(diag.AFInet6, diag.TimeWait)
+		healthSummary(&sum, s.full)
 	}
 	return sum
 }
@@ -315,6 +317,7 @@ func (s *Sampler) dump(kind Kind, kern *Kernel) (*Sample, error) {
 	}
 	smp.CloseWait, smp.CloseWaitFolded = cw.groups(minAge, s.agg.outbound, s.opts.MaxCloseWaitGroups)
 	smp.CloseWaitUntracked = cw.untracked
+	s.agg.health.resolveOwners(smp, s.opts.LookupOwners, s.opts.LookupTimeout)
 	return smp, nil
 }
 
