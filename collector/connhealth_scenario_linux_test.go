@@ -361,7 +361,9 @@ func TestScenarioSelfConnect(t *testing.T) {
 	if comm := ownComm(t); f.Evidence["process"] != comm+" (pid "+strconv.Itoa(os.Getpid())+")" || f.Evidence["address"] != "127.0.0.1" {
 		t.Errorf("evidence %v, want process %s (pid %d)", f.Evidence, comm, os.Getpid())
 	}
-	w.none(begin, func(f *detect.Finding) bool { return f.Alert == detect.AlertSelfConnect && f.Labels["port"] != strconv.Itoa(port) }, "other ports")
+	w.none(begin, func(f *detect.Finding) bool {
+		return f.Alert == detect.AlertSelfConnect && f.Labels["port"] != strconv.Itoa(port)
+	}, "other ports")
 }
 
 func TestScenarioRetransmittedHandshakes(t *testing.T) {

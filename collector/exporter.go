@@ -43,6 +43,13 @@ type ExporterOptions struct {
 	MaxTargets int
 	// Now returns the current time; default time.Now.
 	Now func() time.Time
+	// MaxPeers bounds the stalled-peer series per target (most stalled
+	// sockets first); the rest fold into remote address "other". Zero
+	// means 20.
+	MaxPeers int
+	// MaxClients bounds the client series per listener (most connections
+	// first); the rest fold into client "other". Zero means 3.
+	MaxClients int
 }
 
 // OtherTarget is the value of the first target label (netns) of the target
@@ -99,6 +106,7 @@ type Exporter struct {
 	cwSockets, cwOldest, cwUntracked       *prometheus.Desc
 	orphans, sysctl, kernelErrors          *prometheus.Desc
 	netstat                                []netstatDesc
+	health                                 healthDescs
 }
 
 // netstatDesc is one kernel counter exported as tcpstate_netstat_<name>_total.
@@ -142,6 +150,12 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.MaxPeers <= 0 {
+		opts.MaxPeers = 20
+	}
+	if opts.MaxClients <= 0 {
+		opts.MaxClients = 3
+	}
 	tl := opts.TargetLabels
 	with := func(l ...string) []string { return append(slices.Clone(tl), l...) }
 	d := func(name, help string, labels ...string) *prometheus.Desc {
@@ -153,7 +167,7 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 			"Kernel TCP counter "+c.field.Section()+":"+c.field.Name()+" of the namespace (/proc/net/"+map[string]string{"TcpExt": "netstat", "Tcp": "snmp"}[c.field.Section()]+").")})
 	}
 	dest := []string{"family", "local_address", "remote_address", "remote_port"}
-	return &Exporter{
+	e := &Exporter{
 		netstat:      ns,
 		destUsed:     d("destination_local_ports_used", "Outbound sockets (TIME_WAIT included) holding a local port towards a destination, from the latest full sample.", dest...),
 		destTW:       d("destination_time_wait", "Outbound sockets towards a destination that are in TIME_WAIT, from the latest full sample.", dest...),
@@ -184,6 +198,8 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 		sampleAge:    d("sample_age_seconds", "Age of the latest successful sample of a kind at scrape time.", "kind"),
 		unknown:      d("dump_unknown_sockets", "Sockets in the latest dump with a family or state this exporter does not know (not counted in tcpstate_sockets).", "kind"),
 	}
+	e.health = newHealthDescs(d, e.folded, opts.MaxPeers, opts.MaxClients)
+	return e
 }
 
 // Describe sends every Desc.
@@ -196,6 +212,7 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	for _, n := range e.netstat {
 		ch <- n.desc
 	}
+	e.health.describe(ch)
 }
 
 // Collect sends the metrics of every target's latest samples, folding the
@@ -433,6 +450,7 @@ func (e *Exporter) collectOther(ch chan<- prometheus.Metric, views []*View) {
 		gauge(e.lLimit, float64(l.QueueLimit), fn, "other", "other")
 		gauge(e.lSynRecv, float64(l.SynRecv), fn, "other", "other")
 		gauge(e.lSockets, float64(l.Sockets), fn, "other", "other")
+		gauge(e.health.synRetrans, float64(l.SynRecvRetransmitted), fn, "other", "other")
 	}
 	gauge(e.folded, float64(nListeners), "listeners")
 	for _, d := range dests.list() {
@@ -441,6 +459,7 @@ func (e *Exporter) collectOther(ch chan<- prometheus.Metric, views []*View) {
 		gauge(e.destTW, float64(d.TimeWait), l...)
 	}
 	gauge(e.folded, float64(nDests), "destinations")
+	e.health.otherSeries(gauge, views)
 }
 
 // collectTarget sends one target's series: those that change between
@@ -535,6 +554,7 @@ func (e *Exporter) buildSampleSeries(labels []string, v *View, prev map[Listener
 		gauge(e.lLimit, float64(l.QueueLimit), fn, addr, port)
 		gauge(e.lSynRecv, float64(l.SynRecv), fn, addr, port)
 		gauge(e.lSockets, float64(l.Sockets), fn, addr, port)
+		gauge(e.health.synRetrans, float64(l.SynRecvRetransmitted), fn, addr, port)
 	}
 	for _, l := range keptL {
 		emit(l, l.Addr.String(), strconv.Itoa(int(l.Port)))
@@ -556,6 +576,7 @@ func (e *Exporter) buildSampleSeries(labels []string, v *View, prev map[Listener
 		gauge(e.destTW, float64(d.TimeWait), l...)
 	}
 	gauge(e.folded, float64(foldedD), "destinations")
+	out = e.health.series(out, lv, v.Full)
 	return out, kept
 }
 
@@ -670,6 +691,7 @@ func addListener(sum *Listener, l Listener) {
 	sum.QueueLen += l.QueueLen
 	sum.QueueLimit += l.QueueLimit
 	sum.SynRecv += l.SynRecv
+	sum.SynRecvRetransmitted += l.SynRecvRetransmitted
 }
 
 // addDestination adds d's ports into sum.

@@ -15,6 +15,9 @@ const (
 	connHealthEvidenceNoOwner = "unknown"
 )
 
+// minRTO is the kernel's minimum retransmission timeout (TCP_RTO_MIN).
+const minRTO = 200 * time.Millisecond
+
 // healthFresh reports whether the latest summary's connection-health data
 // (from the latest full sample) is recent enough to act on.
 func healthFresh(cfg *Config, cur *Summary) bool {
@@ -76,12 +79,15 @@ func peerFindings(cfg *Config, h *History, stall Stall, minFor time.Duration) []
 		case StallRetransmit:
 			ev["max_retransmissions"] = strconv.Itoa(int(g.MaxRetrans))
 			ev["retransmissions_threshold"] = fmtUint(cfg.PeerRetransMin)
+			// n consecutive RTO retransmissions, each timeout at least the
+			// 200 ms minimum RTO and doubling, take at least (2^n-1)×200ms.
+			ev["silent_at_least"] = fmtDuration(minRTO * time.Duration(uint64(1)<<min(g.MaxRetrans, 30)-1))
 			f.Alert = AlertPeerUnresponsive
 			f.For = cfg.PeerFor
 			f.Summary = "Peer " + remote + " acknowledges nothing: " + fmtUint(g.Sockets) + " sockets retransmitting, up to " + ev["max_retransmissions"] + " times"
 			f.Description = fmtUint(g.Sockets) + " sockets towards " + remote + " (remote ports " + ev["remote_ports"] + ", local ports " + ev["local_ports"] +
 				", process " + owner + ") have unacknowledged data and their retransmission timer running, up to " + ev["max_retransmissions"] +
-				" consecutive RTO retransmissions, stalled for " + ev["stalled_for"] + ": the peer crashed or lost its link, or a firewall silently drops the path."
+				" consecutive RTO retransmissions (silent for at least " + ev["silent_at_least"] + "), seen stalled for " + ev["stalled_for"] + ": the peer crashed or lost its link, or a firewall silently drops the path."
 		case StallZeroWindow:
 			ev["max_probes"] = strconv.Itoa(int(g.MaxRetrans))
 			ev["min_duration"] = fmtDuration(cfg.ZeroWindowMin)
