@@ -71,6 +71,8 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 			MaxListeners:    cfg.listenersMax,
 			MaxDestinations: cfg.detect.destinationsMax,
 			MaxTargets:      cfg.netnsMax,
+			MaxPeers:        cfg.detect.peersMax,
+			MaxClients:      cfg.detect.clientsMax,
 		}),
 		versioncollector.NewCollector("tcpstate"),
 		collectors.NewGoCollector(),
