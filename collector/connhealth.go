@@ -172,11 +172,11 @@ func (h *healthDescs) otherSeries(gauge func(d *prometheus.Desc, v float64, l ..
 		}
 		seen = true
 		for _, g := range smp.Peers {
-			g.Remote = netipZero
-			peers = append(peers, g)
-			if g.Sockets > 0 {
+			if g.Remote.IsValid() {
 				nPeers++
 			}
+			g.Remote = netipZero
+			peers = append(peers, g)
 		}
 		nPeers += smp.PeersFolded
 		for _, lc := range smp.Clients {

@@ -38,8 +38,11 @@ const (
 	// maxOwnerCache bounds the remembered owners of stalled and
 	// self-connected sockets, by inode.
 	maxOwnerCache = 1024
-	// maxHealthLookups bounds the inodes one owner lookup asks for.
+	// maxHealthLookups bounds the inodes one owner lookup asks for;
+	// maxPeerLookups the peer groups (most stalled sockets first) whose
+	// owner is looked up.
 	maxHealthLookups = 64
+	maxPeerLookups   = 16
 )
 
 type peerKey struct {
@@ -102,7 +105,8 @@ type healthAgg struct {
 
 	clients map[clientKey]uint32
 	// untracked counts, per local port, the live connections beyond
-	// maxClientKeys.
+	// maxClientKeys; allocated at the first overflow (a namespace that
+	// never overflows, the usual case, does without its 256 KiB).
 	untracked    *[65536]uint32
 	anyUntracked bool
 
@@ -120,7 +124,6 @@ func newHealthAgg() healthAgg {
 		since:      map[peerKey]time.Time{},
 		next:       map[peerKey]time.Time{},
 		clients:    map[clientKey]uint32{},
-		untracked:  new([65536]uint32),
 		owners:     map[uint32]procnet.Process{},
 	}
 }
@@ -197,6 +200,9 @@ func (h *healthAgg) addClient(s *diag.Socket) {
 	if len(h.clients) < maxClientKeys {
 		h.clients[k] = 1
 		return
+	}
+	if h.untracked == nil {
+		h.untracked = new([65536]uint32)
 	}
 	h.untracked[s.SrcPort]++
 	h.anyUntracked = true
@@ -343,15 +349,19 @@ func (h *healthAgg) finishClients(smp *Sample, lst []Listener, match func(Listen
 	}
 	slices.SortFunc(out, func(x, y detect.ListenerClients) int { return x.ListenerKey.Compare(y.ListenerKey) })
 	smp.Clients = out
-	for i := range lst {
-		smp.ClientsUntracked += uint64(h.untracked[lst[i].Port])
+	if h.anyUntracked {
+		for i := range lst {
+			smp.ClientsUntracked += uint64(h.untracked[lst[i].Port])
+		}
 	}
 }
 
-// resolveOwners fills in the owning processes of the sample's stalled peer
-// groups and self-connected sockets from the cache, looking up the inodes
-// it lacks at most once per lookupInterval (at most maxHealthLookups of
-// them, within timeout).
+// resolveOwners fills in the owning processes of the sample's
+// self-connected sockets and largest stalled peer groups from the cache,
+// looking up the inodes it lacks at most once per lookupInterval (at most
+// maxHealthLookups of them, within timeout). An inode a complete scan did
+// not find is remembered as unknown. The cache holds at most maxOwnerCache
+// inodes and is emptied when full.
 func (h *healthAgg) resolveOwners(smp *Sample, lookup OwnerLookup, timeout time.Duration) {
 	if lookup == nil || (len(smp.Peers) == 0 && len(smp.SelfConnects) == 0) {
 		return
@@ -368,30 +378,35 @@ func (h *healthAgg) resolveOwners(smp *Sample, lookup OwnerLookup, timeout time.
 	for i := range smp.SelfConnects {
 		want(smp.SelfConnects[i].Inode)
 	}
-	for i := range smp.Peers {
+	for i := range smp.Peers[:min(len(smp.Peers), maxPeerLookups)] {
 		want(smp.Peers[i].Inode)
 	}
 	if len(missing) > 0 && (h.lastLookup.IsZero() || smp.Time.Sub(h.lastLookup) >= lookupInterval) {
 		h.lastLookup = smp.Time
-		owners, _, _ := lookup(missing, timeout)
-		if len(h.owners)+len(owners) > maxOwnerCache {
+		owners, complete, _ := lookup(missing, timeout)
+		if len(h.owners)+len(missing) > maxOwnerCache {
 			clear(h.owners)
 		}
-		for ino, ps := range owners {
-			if len(ps) > 0 {
+		for _, ino := range missing {
+			switch ps := owners[ino]; {
+			case len(ps) > 0:
 				h.owners[uint32(ino)] = ps[0]
+			case complete:
+				// No process holds it (another PID namespace, or it
+				// exited): remembered as unknown, not looked up again.
+				h.owners[uint32(ino)] = procnet.Process{}
 			}
 		}
 	}
 	for i := range smp.SelfConnects {
 		sc := &smp.SelfConnects[i]
-		if p, ok := h.owners[sc.Inode]; ok && sc.Inode != 0 {
+		if p := h.owners[sc.Inode]; sc.Inode != 0 && p.PID != 0 {
 			sc.PID, sc.Command = p.PID, p.Comm
 		}
 	}
 	for i := range smp.Peers {
 		g := &smp.Peers[i]
-		if p, ok := h.owners[g.Inode]; ok && g.Inode != 0 {
+		if p := h.owners[g.Inode]; g.Inode != 0 && p.PID != 0 {
 			g.PID, g.Command = p.PID, p.Comm
 		}
 	}
