@@ -206,20 +206,7 @@ func TestConnHealthBounds(t *testing.T) {
 // have grown.
 func TestConnHealthAllocs(t *testing.T) {
 	socks := append(benchSockets(2000), healthSockets()...)
-	a := newAggregator(100)
-	pr := procnet.PortRange{Low: 32768, High: 60999}
-	a.reset(&Sample{Time: time.Now()}, true, pr, true)
-	for i := range socks {
-		a.add(&socks[i])
-	}
-	a.finish()
-	smp := &Sample{Time: time.Now()}
-	allocs := testing.AllocsPerRun(10, func() {
-		a.reset(smp, true, pr, true)
-		for i := range socks {
-			a.add(&socks[i])
-		}
-	})
+	allocs, a := dumpAllocs(socks)
 	if allocs != 0 {
 		t.Errorf("%v allocations per dump of %d sockets, want 0", allocs, len(socks))
 	}
