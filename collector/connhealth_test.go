@@ -214,3 +214,61 @@ func TestConnHealthAllocs(t *testing.T) {
 		t.Errorf("the dump did not exercise the connection-health paths: %d peers, %d clients, %d self", len(a.health.peers), len(a.health.clients), a.health.selfTotal)
 	}
 }
+
+// TestConnHealthFoldedNamespaces folds two namespaces into the "other"
+// target: their connection health is summed into "other" series and
+// counted in tcpstate_folded_series.
+func TestConnHealthFoldedNamespaces(t *testing.T) {
+	host := NewSampler(Options{Dial: fakeKernel([]diag.Socket{listener(diag.AFInet, v4any, 22, 0, 1)})})
+	a := NewSampler(Options{Dial: fakeKernel(healthSockets()), LookupOwners: noLookup(t)})
+	b := NewSampler(Options{Dial: fakeKernel(healthSockets()), LookupOwners: noLookup(t)})
+	for _, s := range []*Sampler{host, a, b} {
+		s.agg.health.owners[11], s.agg.health.owners[14], s.agg.health.owners[16] = procnet.Process{}, procnet.Process{}, procnet.Process{}
+		if _, err := s.Sample(Full); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := NewExporter(func() []Target {
+		return []Target{{Sampler: host, Labels: []string{"host", "", ""}}, {Sampler: a, Labels: []string{"1", "", ""}}, {Sampler: b, Labels: []string{"2", "", ""}}}
+	}, ExporterOptions{TargetLabels: []string{"netns", "namespace", "pod"}, MaxTargets: 1})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(e)
+	want := `
+# HELP tcpstate_listener_client_connections Live connections (ESTABLISHED and SYN_RECV) of a listening address by client address, from the latest full sample: the --collector.clients.max largest clients of each of the 50 busiest listeners, the rest in client "other".
+# TYPE tcpstate_listener_client_connections gauge
+tcpstate_listener_client_connections{address="other",client="other",family="ipv4",namespace="",netns="other",pod="",port="other"} 12
+# HELP tcpstate_peer_stalled_sockets Stalled sockets towards a remote address, from the latest full sample: stall="retransmit" for a running retransmission timer with at least --detect.peer.retransmits consecutive retransmissions, "zero_window" for zero-window probing.
+# TYPE tcpstate_peer_stalled_sockets gauge
+tcpstate_peer_stalled_sockets{family="ipv4",namespace="",netns="other",pod="",remote_address="other",stall="retransmit"} 4
+tcpstate_peer_stalled_sockets{family="ipv4",namespace="",netns="other",pod="",remote_address="other",stall="zero_window"} 2
+# HELP tcpstate_self_connected_sockets Sockets connected to themselves (same local and remote address and port), from the latest full sample.
+# TYPE tcpstate_self_connected_sockets gauge
+tcpstate_self_connected_sockets{namespace="",netns="host",pod=""} 0
+tcpstate_self_connected_sockets{namespace="",netns="other",pod=""} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "tcpstate_listener_client_connections", "tcpstate_peer_stalled_sockets", "tcpstate_self_connected_sockets"); err != nil {
+		t.Error(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	folded := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "tcpstate_folded_series" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			if l["netns"] == "other" {
+				folded[l["kind"]] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	if folded["peers"] != 4 || folded["clients"] != 6 {
+		t.Errorf("folded series of the other target: %v, want 4 peers and 6 clients", folded)
+	}
+}
