@@ -103,7 +103,14 @@ type healthAgg struct {
 	// consecutive full dumps that saw it; next is filled by this dump.
 	since, next map[peerKey]time.Time
 
-	clients map[clientKey]uint32
+	// clientIdx indexes clientKeys and clientCounts: one map lookup per
+	// inbound connection.
+	clientIdx    map[clientKey]int32
+	clientKeys   []clientKey
+	clientCounts []uint32
+	// accIdx and accs gather the clients per listener when the dump ends.
+	accIdx map[*Listener]int32
+	accs   []clientAcc
 	// untracked counts, per local port, the live connections beyond
 	// maxClientKeys; allocated at the first overflow (a namespace that
 	// never overflows, the usual case, does without its 256 KiB).
@@ -123,7 +130,8 @@ func newHealthAgg() healthAgg {
 		peerIdx:    map[peerKey]int32{},
 		since:      map[peerKey]time.Time{},
 		next:       map[peerKey]time.Time{},
-		clients:    map[clientKey]uint32{},
+		clientIdx:  map[clientKey]int32{},
+		accIdx:     map[*Listener]int32{},
 		owners:     map[uint32]procnet.Process{},
 	}
 }
@@ -141,7 +149,9 @@ func (h *healthAgg) reset(on bool, now time.Time) {
 	h.peerKeys = h.peerKeys[:0]
 	h.peerOther = [2][2]peerAgg{}
 	clear(h.next)
-	clear(h.clients)
+	clear(h.clientIdx)
+	h.clientKeys = h.clientKeys[:0]
+	h.clientCounts = h.clientCounts[:0]
 	if h.anyUntracked {
 		*h.untracked = [65536]uint32{}
 		h.anyUntracked = false
@@ -193,12 +203,14 @@ func (h *healthAgg) addPeer(s *diag.Socket, st detect.Stall) {
 // request socket) towards its client.
 func (h *healthAgg) addClient(s *diag.Socket) {
 	k := clientKey{fam: s.Family, port: s.SrcPort, local: s.Src.Unmap().As16(), remote: s.Dst.Unmap().As16()}
-	if n, ok := h.clients[k]; ok {
-		h.clients[k] = n + 1
+	if i, ok := h.clientIdx[k]; ok {
+		h.clientCounts[i]++
 		return
 	}
-	if len(h.clients) < maxClientKeys {
-		h.clients[k] = 1
+	if len(h.clientKeys) < maxClientKeys {
+		h.clientIdx[k] = int32(len(h.clientKeys))
+		h.clientKeys = append(h.clientKeys, k)
+		h.clientCounts = append(h.clientCounts, 1)
 		return
 	}
 	if h.untracked == nil {
@@ -307,40 +319,49 @@ func (a *clientAcc) offer(c detect.ClientCount) {
 }
 
 func (h *healthAgg) finishClients(smp *Sample, lst []Listener, match func(ListenerKey) *Listener) {
-	if len(h.clients) == 0 && !h.anyUntracked {
+	if len(h.clientKeys) == 0 && !h.anyUntracked {
 		return
 	}
-	accs := map[*Listener]*clientAcc{}
-	for k, n := range h.clients {
+	clear(h.accIdx)
+	h.accs = h.accs[:0]
+	acc := func(l *Listener) *clientAcc {
+		j, ok := h.accIdx[l]
+		if !ok {
+			j = int32(len(h.accs))
+			h.accIdx[l] = j
+			h.accs = append(h.accs, clientAcc{lc: detect.ListenerClients{ListenerKey: l.ListenerKey}})
+		}
+		return &h.accs[j]
+	}
+	for i, k := range h.clientKeys {
 		l := match(ListenerKey{Family: k.fam, Addr: netip.AddrFrom16(k.local).Unmap(), Port: k.port})
 		if l == nil {
 			continue // its listener closed since the previous dump
 		}
-		a := accs[l]
-		if a == nil {
-			a = &clientAcc{lc: detect.ListenerClients{ListenerKey: l.ListenerKey}}
-			accs[l] = a
-		}
-		a.lc.Connections += uint64(n)
+		a, n := acc(l), uint64(h.clientCounts[i])
+		a.lc.Connections += n
 		a.lc.Clients++
-		a.offer(detect.ClientCount{Addr: netip.AddrFrom16(k.remote).Unmap(), Count: uint64(n)})
+		a.offer(detect.ClientCount{Addr: netip.AddrFrom16(k.remote).Unmap(), Count: n})
 	}
 	if h.anyUntracked {
 		for i := range lst {
-			l := &lst[i]
-			if u := h.untracked[l.Port]; u > 0 {
-				a := accs[l]
-				if a == nil {
-					a = &clientAcc{lc: detect.ListenerClients{ListenerKey: l.ListenerKey}}
-					accs[l] = a
-				}
-				a.lc.Connections += uint64(u)
+			if u := h.untracked[lst[i].Port]; u > 0 {
+				acc(&lst[i]).lc.Connections += uint64(u)
 			}
 		}
 	}
-	out := make([]detect.ListenerClients, 0, len(accs))
-	for _, a := range accs {
-		a.lc.Top = slices.Clone(a.top[:a.n])
+	// One backing array for every listener's Top.
+	total := 0
+	for i := range h.accs {
+		total += h.accs[i].n
+	}
+	tops := make([]detect.ClientCount, 0, total)
+	out := make([]detect.ListenerClients, 0, len(h.accs))
+	for i := range h.accs {
+		a := &h.accs[i]
+		start := len(tops)
+		tops = append(tops, a.top[:a.n]...)
+		a.lc.Top = tops[start:len(tops):len(tops)]
 		a.lc.Other = a.lc.Connections
 		for _, c := range a.lc.Top {
 			a.lc.Other -= c.Count
