@@ -124,7 +124,9 @@ type Config struct {
 	// 100] and at least ClientHogShare of them [--detect.client-hog.share,
 	// 0.5] fires TCPClientConnectionHog, unless it lies in ClientHogAllow,
 	// a comma-separated list of CIDR prefixes (NAT gateways, load
-	// balancers) [--detect.client-hog.allow, empty].
+	// balancers) [--detect.client-hog.allow, loopback: 127.0.0.0/8 and
+	// ::1, where sidecar proxies and local agents hold every connection of
+	// the port they front].
 	ClientHogMin   uint64
 	ClientHogShare float64
 	ClientHogAllow string
@@ -173,6 +175,7 @@ func DefaultConfig() Config {
 		ZeroWindowMin:  10 * time.Second,
 		ClientHogMin:   100,
 		ClientHogShare: 0.5,
+		ClientHogAllow: "127.0.0.0/8,::1/128",
 	}
 }
 

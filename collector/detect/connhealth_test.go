@@ -105,6 +105,7 @@ func TestClientConnectionHog(t *testing.T) {
 		{"allow-listed prefix", 150, 160, "10.2.0.0/16", false},
 		{"allow-listed address", 150, 160, "192.0.2.1, 10.2.0.1", false},
 		{"another prefix allowed", 150, 160, "10.3.0.0/16", true},
+		{"default allow-list (loopback) does not cover it", 150, 160, DefaultConfig().ClientHogAllow, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := DefaultConfig()
@@ -212,5 +213,17 @@ func TestConnHealthConfigValidate(t *testing.T) {
 	c.ClientHogAllow = " 10.0.0.0/8 , 2001:db8::/32,192.0.2.7 "
 	if err := c.Validate(); err != nil {
 		t.Errorf("valid allow-list: %v", err)
+	}
+}
+
+func TestClientConnectionHogLoopbackAllowedByDefault(t *testing.T) {
+	cfg := DefaultConfig()
+	for _, a := range []string{"127.0.0.1", "127.0.0.6", "::1"} {
+		h := healthAt(0, func(s *Summary) {
+			s.Clients = []ListenerClients{{ListenerKey: web, Connections: 500, Clients: 1, Top: []ClientCount{{netip.MustParseAddr(a), 500}}}}
+		})
+		if fs := ClientConnectionHog(&cfg, h); len(fs) != 0 {
+			t.Errorf("loopback client %s fired with the default allow-list: %v", a, fs)
+		}
 	}
 }

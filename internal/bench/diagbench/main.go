@@ -125,10 +125,6 @@ func measure(mode string, n int, method string) (result, error) {
 			// mode raises that threshold past them to measure sampling
 			// without findings.
 			cfg.AcceptQueueRatio = 1
-			// Every sockfill client is 127.0.0.1, holding all of its
-			// listener's connections: a TCPClientConnectionHog finding per
-			// listener. Allow-list it, as one would a NAT gateway.
-			cfg.ClientHogAllow = "127.0.0.0/8"
 		}
 		s := collector.NewSampler(collector.Options{Method: m, Detect: cfg})
 		once = func() (uint64, error) {
