@@ -83,8 +83,10 @@ func (g *peerAgg) add(s *diag.Socket) {
 	}
 }
 
+// clientKey has no padding (fam is widened to 16 bits), so that the map
+// hashes and compares it as one block of memory.
 type clientKey struct {
-	fam           diag.Family
+	fam           uint16
 	port          uint16
 	local, remote [16]byte
 }
@@ -202,7 +204,7 @@ func (h *healthAgg) addPeer(s *diag.Socket, st detect.Stall) {
 // addClient counts a live inbound connection (ESTABLISHED, or a SYN_RECV
 // request socket) towards its client.
 func (h *healthAgg) addClient(s *diag.Socket) {
-	k := clientKey{fam: s.Family, port: s.SrcPort, local: s.Src.Unmap().As16(), remote: s.Dst.Unmap().As16()}
+	k := clientKey{fam: uint16(s.Family), port: s.SrcPort, local: s.Src.Unmap().As16(), remote: s.Dst.Unmap().As16()}
 	if i, ok := h.clientIdx[k]; ok {
 		h.clientCounts[i]++
 		return
@@ -334,7 +336,7 @@ func (h *healthAgg) finishClients(smp *Sample, lst []Listener, match func(Listen
 		return &h.accs[j]
 	}
 	for i, k := range h.clientKeys {
-		l := match(ListenerKey{Family: k.fam, Addr: netip.AddrFrom16(k.local).Unmap(), Port: k.port})
+		l := match(ListenerKey{Family: diag.Family(k.fam), Addr: netip.AddrFrom16(k.local).Unmap(), Port: k.port})
 		if l == nil {
 			continue // its listener closed since the previous dump
 		}

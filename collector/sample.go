@@ -191,8 +191,10 @@ type synPfxKey struct {
 	pfx [16]byte
 }
 
+// destKey has no padding (fam is widened to 16 bits), so that the map
+// hashes and compares it as one block of memory.
 type destKey struct {
-	fam    diag.Family
+	fam    uint16
 	rport  uint16
 	local  [16]byte
 	remote [16]byte
@@ -321,7 +323,7 @@ func (a *aggregator) outbound(port uint16) bool {
 }
 
 func (a *aggregator) addDest(s *diag.Socket) {
-	k := destKey{fam: s.Family, rport: s.DstPort, local: s.Src.Unmap().As16(), remote: s.Dst.Unmap().As16()}
+	k := destKey{fam: uint16(s.Family), rport: s.DstPort, local: s.Src.Unmap().As16(), remote: s.Dst.Unmap().As16()}
 	i, ok := a.destIdx[k]
 	var d *destAgg
 	switch {
@@ -462,7 +464,7 @@ func (a *aggregator) finishDestinations() {
 	for i, k := range a.destKeys {
 		ds[i] = detect.Destination{
 			DestinationKey: detect.DestinationKey{
-				Family:     k.fam,
+				Family:     diag.Family(k.fam),
 				Local:      netip.AddrFrom16(k.local).Unmap(),
 				Remote:     netip.AddrFrom16(k.remote).Unmap(),
 				RemotePort: k.rport,
