@@ -87,6 +87,15 @@ func BenchmarkAggregateFull(b *testing.B) {
 // have grown to the dump's size.
 func TestAggregatorAddAllocs(t *testing.T) {
 	socks := benchSockets(2000)
+	if allocs, _ := dumpAllocs(socks); allocs != 0 {
+		t.Errorf("%v allocations per dump of %d sockets, want 0", allocs, len(socks))
+	}
+}
+
+// dumpAllocs aggregates socks once as a full dump to grow the tables, then
+// returns the allocations of a further dump's reset and sockets (finish
+// left out), and the aggregator.
+func dumpAllocs(socks []diag.Socket) (float64, *aggregator) {
 	a := newAggregator(100)
 	pr := procnet.PortRange{Low: 32768, High: 60999}
 	a.reset(&Sample{Time: time.Now()}, true, pr, true)
@@ -95,13 +104,10 @@ func TestAggregatorAddAllocs(t *testing.T) {
 	}
 	a.finish()
 	smp := &Sample{Time: time.Now()}
-	allocs := testing.AllocsPerRun(10, func() {
+	return testing.AllocsPerRun(10, func() {
 		a.reset(smp, true, pr, true)
 		for i := range socks {
 			a.add(&socks[i])
 		}
-	})
-	if allocs != 0 {
-		t.Errorf("%v allocations per dump of %d sockets, want 0", allocs, len(socks))
-	}
+	}), a
 }

@@ -67,7 +67,7 @@ func TestSampleCountsAndListeners(t *testing.T) {
 		t.Errorf("unknown = %d, want 1", smp.Unknown)
 	}
 	got := fmt.Sprint(smp.Listeners)
-	wantL := "[{{ipv4 0.0.0.0 80} 2 3 256 1 1 false [{10.9.9.0/24 1}]} {{ipv4 127.0.0.1 5432} 1 0 244 0 0 false []} {{ipv6 :: 443} 1 0 4096 2 2 false [{10.9.9.0/24 2}]}]"
+	wantL := "[{{ipv4 0.0.0.0 80} 2 3 256 1 1 false [{10.9.9.0/24 1}] 0} {{ipv4 127.0.0.1 5432} 1 0 244 0 0 false [] 0} {{ipv6 :: 443} 1 0 4096 2 2 false [{10.9.9.0/24 2}] 0}]"
 	if got != wantL {
 		t.Errorf("listeners\n got %s\nwant %s", got, wantL)
 	}
@@ -153,9 +153,11 @@ tcpstate_listener_accept_queue_limit{address="other",family="ipv4",port="other"}
 tcpstate_listener_accept_queue_limit{address="other",family="ipv6",port="other"} 128
 # HELP tcpstate_folded_series Entries folded into an "other" series in the latest sample because a --collector.*.max limit was reached.
 # TYPE tcpstate_folded_series gauge
+tcpstate_folded_series{kind="clients"} 0
 tcpstate_folded_series{kind="closewait"} 0
 tcpstate_folded_series{kind="destinations"} 0
 tcpstate_folded_series{kind="listeners"} 2
+tcpstate_folded_series{kind="peers"} 0
 # HELP tcpstate_dumps_total sock_diag dumps run.
 # TYPE tcpstate_dumps_total counter
 tcpstate_dumps_total{kind="full"} 1

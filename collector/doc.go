@@ -17,7 +17,13 @@
 // grouped by local port and owning command. CLOSE_WAIT sockets are tracked
 // by cookie across dumps to know their age, and the owner of a socket older
 // than the minimum age is looked up once through /proc, bounded in time and
-// frequency. The per-socket work stays allocation-free for ordinary sockets.
+// frequency. Full dumps also gather connection health from fields every
+// socket carries (connhealth_agg.go): sockets stalled towards a peer (the
+// retransmission timer with several consecutive retransmissions, or
+// zero-window probing) by remote address, each listener's live connections
+// by client address, and self-connected sockets; and every dump counts the
+// half-open connections whose SYN-ACK was retransmitted. The per-socket work
+// stays allocation-free for ordinary sockets, and every table is bounded.
 //
 // After each sample the Sampler pushes a summary onto a history and runs
 // the detectors of package detect over it; Sampler.Findings returns the

@@ -48,6 +48,13 @@ type ExporterOptions struct {
 	// ScrapeErrors); nil means a ScrapeErrors of the Exporter's own,
 	// counted but not exported.
 	Errors *ScrapeErrors
+	// MaxPeers bounds the stalled-peer series per target (most stalled
+	// sockets first); the rest fold into remote address "other". Zero
+	// means 20.
+	MaxPeers int
+	// MaxClients bounds the client series per listener (most connections
+	// first); the rest fold into client "other". Zero means 3.
+	MaxClients int
 }
 
 // OtherTarget is the value of the first target label (netns) of the target
@@ -108,6 +115,7 @@ type Exporter struct {
 	// parts maps each Desc to its part of the collection, for
 	// tcpstate_scrape_errors_total.
 	parts map[*prometheus.Desc]string
+	health                                 healthDescs
 }
 
 // netstatDesc is one kernel counter exported as tcpstate_netstat_<name>_total.
@@ -153,6 +161,12 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 	}
 	if opts.Errors == nil {
 		opts.Errors = NewScrapeErrors(slog.New(slog.DiscardHandler))
+	}
+	if opts.MaxPeers <= 0 {
+		opts.MaxPeers = 20
+	}
+	if opts.MaxClients <= 0 {
+		opts.MaxClients = 3
 	}
 	tl := opts.TargetLabels
 	with := func(l ...string) []string { return append(slices.Clone(tl), l...) }
@@ -208,6 +222,7 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 	for _, n := range e.netstat {
 		e.parts[n.desc] = PartKernel
 	}
+	e.health = newHealthDescs(d, e.folded, opts.MaxPeers, opts.MaxClients)
 	return e
 }
 
@@ -251,6 +266,7 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	for _, n := range e.netstat {
 		ch <- n.desc
 	}
+	e.health.describe(ch)
 }
 
 // Collect sends the metrics of every target's latest samples, folding the
@@ -502,6 +518,7 @@ func (e *Exporter) collectOther(ch chan<- prometheus.Metric, pe partErrors, view
 		gauge(e.lLimit, float64(l.QueueLimit), fn, "other", "other")
 		gauge(e.lSynRecv, float64(l.SynRecv), fn, "other", "other")
 		gauge(e.lSockets, float64(l.Sockets), fn, "other", "other")
+		gauge(e.health.synRetrans, float64(l.SynRecvRetransmitted), fn, "other", "other")
 	}
 	gauge(e.folded, float64(nListeners), "listeners")
 	for _, d := range dests.list() {
@@ -510,6 +527,7 @@ func (e *Exporter) collectOther(ch chan<- prometheus.Metric, pe partErrors, view
 		gauge(e.destTW, float64(d.TimeWait), l...)
 	}
 	gauge(e.folded, float64(nDests), "destinations")
+	e.health.otherSeries(gauge, views)
 }
 
 // collectTarget sends one target's series: those that change between
@@ -625,6 +643,7 @@ func (e *Exporter) buildSampleSeries(pe partErrors, labels []string, v *View, pr
 		gauge(e.lLimit, float64(l.QueueLimit), fn, addr, port)
 		gauge(e.lSynRecv, float64(l.SynRecv), fn, addr, port)
 		gauge(e.lSockets, float64(l.Sockets), fn, addr, port)
+		gauge(e.health.synRetrans, float64(l.SynRecvRetransmitted), fn, addr, port)
 	}
 	for _, l := range keptL {
 		emit(l, l.Addr.String(), strconv.Itoa(int(l.Port)))
@@ -646,6 +665,7 @@ func (e *Exporter) buildSampleSeries(pe partErrors, labels []string, v *View, pr
 		gauge(e.destTW, float64(d.TimeWait), l...)
 	}
 	gauge(e.folded, float64(foldedD), "destinations")
+	out = e.health.series(out, lv, v.Full)
 	return out, kept
 }
 
@@ -765,6 +785,7 @@ func addListener(sum *Listener, l Listener) {
 	sum.QueueLen += l.QueueLen
 	sum.QueueLimit += l.QueueLimit
 	sum.SynRecv += l.SynRecv
+	sum.SynRecvRetransmitted += l.SynRecvRetransmitted
 }
 
 // addDestination adds d's ports into sum.

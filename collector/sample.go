@@ -149,6 +149,21 @@ type Sample struct {
 	CloseWait          []detect.CloseWaitGroup
 	CloseWaitFolded    int
 	CloseWaitUntracked uint64
+
+	// Connection health (full samples only; see connhealth_agg.go).
+	// Peers are the stalled sockets by stall and remote address, most
+	// sockets first, at most StoredPeers, then the "other" groups (invalid
+	// Remote) of what PeersFolded counts. Clients are the listeners' live
+	// connections by client, sorted by listener; ClientsUntracked counts
+	// the connections beyond the client table's bound (in Connections, in
+	// no client). SelfConnects lists self-connected sockets, at most
+	// StoredSelfConnects; SelfConnected counts them all.
+	Peers            []detect.PeerGroup
+	PeersFolded      int
+	Clients          []detect.ListenerClients
+	ClientsUntracked uint64
+	SelfConnects     []detect.SelfConnectedSocket
+	SelfConnected    uint64
 }
 
 // Bounds on the per-dump bookkeeping.
@@ -178,6 +193,7 @@ func (p *portSet) has(port uint16) bool { return p[port>>6]&(1<<(port&63)) != 0 
 type synAgg struct {
 	key      ListenerKey
 	n        uint64
+	retrans  uint64
 	distinct int
 	capped   bool
 	prefixes int
@@ -193,8 +209,10 @@ type synPfxKey struct {
 	pfx [16]byte
 }
 
+// destKey has no padding (fam is widened to 16 bits), so that the map
+// hashes and compares it as one block of memory.
 type destKey struct {
-	fam    diag.Family
+	fam    uint16
 	rport  uint16
 	local  [16]byte
 	remote [16]byte
@@ -233,6 +251,8 @@ type aggregator struct {
 	destOther        [2]destAgg
 
 	cw *closeWaitTracker
+
+	health healthAgg
 }
 
 func newAggregator(maxTracked int) *aggregator {
@@ -243,6 +263,7 @@ func newAggregator(maxTracked int) *aggregator {
 		synPfx:      map[synPfxKey]uint64{},
 		destIdx:     map[destKey]int32{},
 		cw:          newCloseWaitTracker(maxTracked),
+		health:      newHealthAgg(),
 	}
 }
 
@@ -267,6 +288,7 @@ func (a *aggregator) reset(s *Sample, withDest bool, pr procnet.PortRange, ok bo
 	a.destKeys = a.destKeys[:0]
 	a.destOther = [2]destAgg{}
 	a.cw.begin(s.Time)
+	a.health.reset(withDest, s.Time)
 }
 
 // add is the per-socket hot path: no allocation for ordinary sockets. A
@@ -301,6 +323,9 @@ func (a *aggregator) add(s *diag.Socket) error {
 	case diag.CloseWait:
 		a.cw.see(s)
 	}
+	if a.health.on {
+		a.health.see(s, a.ports.has(s.SrcPort))
+	}
 	if a.dest && a.outbound(s.SrcPort) {
 		a.addDest(s)
 	}
@@ -316,7 +341,7 @@ func (a *aggregator) outbound(port uint16) bool {
 }
 
 func (a *aggregator) addDest(s *diag.Socket) {
-	k := destKey{fam: s.Family, rport: s.DstPort, local: s.Src.Unmap().As16(), remote: s.Dst.Unmap().As16()}
+	k := destKey{fam: uint16(s.Family), rport: s.DstPort, local: s.Src.Unmap().As16(), remote: s.Dst.Unmap().As16()}
 	i, ok := a.destIdx[k]
 	var d *destAgg
 	switch {
@@ -358,6 +383,12 @@ func (a *aggregator) addSynRecv(s *diag.Socket) {
 	}
 	g := &a.syn[i]
 	g.n++
+	if s.Retrans > 0 {
+		g.retrans++
+	}
+	if a.health.on {
+		a.health.addClient(s)
+	}
 	src := s.Dst.Unmap()
 	if !g.capped {
 		sk := synSrcKey{idx: i, addr: src.As16()}
@@ -387,6 +418,7 @@ func (a *aggregator) finish() {
 		g := &a.syn[i]
 		if l := a.matchListener(g.key); l != nil {
 			l.SynRecv += g.n
+			l.SynRecvRetransmitted += g.retrans
 			l.SynSources += g.distinct
 			l.SynSourcesCapped = l.SynSourcesCapped || g.capped
 			owners[i] = l
@@ -415,6 +447,7 @@ func (a *aggregator) finish() {
 	for i := range ls {
 		a.prevPorts.add(ls[i].Port)
 	}
+	a.health.finish(a.sample, a.lst, a.matchListener)
 	slices.SortFunc(ls, func(x, y Listener) int { return x.ListenerKey.Compare(y.ListenerKey) })
 	a.sample.Listeners = ls
 	if a.dest {
@@ -449,7 +482,7 @@ func (a *aggregator) finishDestinations() {
 	for i, k := range a.destKeys {
 		ds[i] = detect.Destination{
 			DestinationKey: detect.DestinationKey{
-				Family:     k.fam,
+				Family:     diag.Family(k.fam),
 				Local:      netip.AddrFrom16(k.local).Unmap(),
 				Remote:     netip.AddrFrom16(k.remote).Unmap(),
 				RemotePort: k.rport,

@@ -205,9 +205,11 @@ tcpstate_local_ports_usable 990
 	wantF := `
 # HELP tcpstate_folded_series Entries folded into an "other" series in the latest sample because a --collector.*.max limit was reached.
 # TYPE tcpstate_folded_series gauge
+tcpstate_folded_series{kind="clients"} 0
 tcpstate_folded_series{kind="closewait"} 0
 tcpstate_folded_series{kind="destinations"} 2
 tcpstate_folded_series{kind="listeners"} 0
+tcpstate_folded_series{kind="peers"} 0
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(wantF), "tcpstate_folded_series"); err != nil {
 		t.Error(err)

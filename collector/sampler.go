@@ -209,6 +209,8 @@ func NewSampler(opts Options) *Sampler {
 	for _, f := range KernelFiles() {
 		s.kernErrs[f] = 0
 	}
+	s.dumps.agg.health.setRetransMin(opts.Detect.PeerRetransMin)
+	s.cheap.agg.health.setRetransMin(opts.Detect.PeerRetransMin)
 	iv := opts.Interval
 	s.planned = func(Kind) time.Duration { return iv }
 	// Listen samples and dumps both land in the window and the history:
@@ -358,6 +360,7 @@ func (s *Sampler) carryLocked(smp *Sample) {
 		}
 		o := &d.Listeners[j]
 		l.SynRecv, l.SynSources, l.SynSourcesCapped, l.TopSources = o.SynRecv, o.SynSources, o.SynSourcesCapped, o.TopSources
+		l.SynRecvRetransmitted = o.SynRecvRetransmitted
 	}
 }
 
@@ -414,6 +417,7 @@ func (s *Sampler) summaryLocked(smp *Sample, merged *Counts) detect.Summary {
 		sum.DestinationsTime = s.full.Time
 		sum.DestinationsTruncated = s.full.DestinationsFolded > 0
 		sum.TimeWait = merged.Get(diag.AFInet, diag.TimeWait) + merged.Get(diag.AFInet6, diag.TimeWait)
+		healthSummary(&sum, s.full)
 	}
 	return sum
 }
@@ -451,6 +455,7 @@ func (s *Sampler) dump(ln *lane, kind Kind, kern *Kernel) (*Sample, error) {
 	}
 	smp.CloseWait, smp.CloseWaitFolded = cw.groups(minAge, ln.agg.outbound, s.opts.MaxCloseWaitGroups)
 	smp.CloseWaitUntracked = cw.untracked
+	ln.agg.health.resolveOwners(smp, s.opts.LookupOwners, s.opts.LookupTimeout)
 	return smp, nil
 }
 

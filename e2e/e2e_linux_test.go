@@ -60,8 +60,11 @@ const commandWait = 180 * time.Second
 // notifier metrics (present only with --alertmanager.url) exist because the
 // exporter pushes to the test's Alertmanager.
 var allowedAbsentMetrics = map[string]string{
-	"tcpstate_netns_namespaces":           "served only with --netns=all (the namespace sampler's self-metrics); the scenario runs --netns=host",
-	"tcpstate_netns_sweep_period_seconds": "served only with --netns=all (the namespace sampler's self-metrics); the scenario runs --netns=host",
+	"tcpstate_netns_namespaces":                 "served only with --netns=all (the namespace sampler's self-metrics); the scenario runs --netns=host",
+	"tcpstate_netns_sweep_period_seconds":       "served only with --netns=all (the namespace sampler's self-metrics); the scenario runs --netns=host",
+	"tcpstate_peer_stalled_sockets":             "served only while sockets towards a peer are stalled (retransmitting or zero window); the scenario's peers all answer",
+	"tcpstate_peer_stalled_seconds":             "served only while sockets towards a peer are stalled; the scenario's peers all answer",
+	"tcpstate_peer_stalled_max_retransmissions": "served only while sockets towards a peer are stalled; the scenario's peers all answer",
 }
 
 // emptyInScenario are dashboard queries ("file|panel title|refId") that
@@ -70,13 +73,20 @@ var allowedAbsentMetrics = map[string]string{
 // last minute, with the variables set to the scrape's job and instance and
 // with them set to All.
 var emptyInScenario = map[string]string{
-	"listeners.json|Accept queue length and limit|A":              "filters on accept-queue length > 0; the leaky server accepts every connection at once, so no queue holds one",
-	"listeners.json|Accept queue length and limit|B":              "same > 0 filter on the accept-queue length",
-	"listeners.json|SYN_RECV per listener|A":                      "filters on SYN_RECV > 0; the scenario makes no half-open connections",
-	"pods.json|SYN_RECV per listener|A":                           "filters on SYN_RECV > 0; the scenario makes no half-open connections",
-	"leaks-and-exhaustion.json|Orphans against tcp_max_orphans|B": "tcpstate_sysctl{name=\"net.ipv4.tcp_max_orphans\"} exists only in the initial network namespace (contract), and this exporter runs in a test namespace",
-	"overview.json|Namespace sampler|A":                           "tcpstate_netns_namespaces is served only with --netns=all; the scenario runs --netns=host",
-	"overview.json|Namespace sampler|B":                           "tcpstate_netns_sweep_period_seconds is served only with --netns=all; the scenario runs --netns=host",
+	"listeners.json|Accept queue length and limit|A":                    "filters on accept-queue length > 0; the leaky server accepts every connection at once, so no queue holds one",
+	"listeners.json|Accept queue length and limit|B":                    "same > 0 filter on the accept-queue length",
+	"listeners.json|SYN_RECV per listener|A":                            "filters on SYN_RECV > 0; the scenario makes no half-open connections",
+	"pods.json|SYN_RECV per listener|A":                                 "filters on SYN_RECV > 0; the scenario makes no half-open connections",
+	"leaks-and-exhaustion.json|Orphans against tcp_max_orphans|B":       "tcpstate_sysctl{name=\"net.ipv4.tcp_max_orphans\"} exists only in the initial network namespace (contract), and this exporter runs in a test namespace",
+	"overview.json|Namespace sampler|A":                                 "tcpstate_netns_namespaces is served only with --netns=all; the scenario runs --netns=host",
+	"overview.json|Namespace sampler|B":                                 "tcpstate_netns_sweep_period_seconds is served only with --netns=all; the scenario runs --netns=host",
+	"overview.json|Stalled sockets per peer (top 20)|A":                 "no peer is stalled in the scenario (collector/connhealth_scenario_linux_test.go makes them)",
+	"overview.json|Stalled sockets per peer (top 20)|B":                 "no peer is stalled in the scenario",
+	"overview.json|How long peers have been stalled|A":                  "no peer is stalled in the scenario",
+	"overview.json|How long peers have been stalled|B":                  "no peer is stalled in the scenario",
+	"overview.json|Self-connected sockets per node|A":                   "filters on a count > 0; the scenario has no self-connected socket",
+	"listeners.json|Half-open connections with SYN-ACK retransmitted|A": "filters on > 0; the scenario makes no half-open connections",
+	"listeners.json|Half-open connections with SYN-ACK retransmitted|B": "same > 0 filter",
 }
 
 // corePanels ("file|panel title") are the panels the scenario must fill:

@@ -91,6 +91,8 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 			MaxDestinations: cfg.detect.destinationsMax,
 			MaxTargets:      cfg.netnsMax,
 			Errors:          a.scrapeErrs,
+			MaxPeers:        cfg.detect.peersMax,
+			MaxClients:      cfg.detect.clientsMax,
 		}),
 		a.scrapeErrs,
 		versioncollector.NewCollector("tcpstate"),

@@ -16,6 +16,8 @@ import (
 type detectFlags struct {
 	cfg             detect.Config
 	destinationsMax int
+	// peersMax and clientsMax bound the connection-health series.
+	peersMax, clientsMax int
 }
 
 // addDetectFlags registers the detector flags; their defaults are
@@ -62,6 +64,7 @@ func addDetectFlags(app *kingpin.Application, f *detectFlags) {
 		Default(flt(d.ResetMinRate)).Float64Var(&f.cfg.ResetMinRate)
 	app.Flag("detect.orphans.ratio", "Share of net.ipv4.tcp_max_orphans held by orphaned sockets that fires TCPOrphanPressure (critical from 0.8 or this, whichever is higher).").
 		Default(flt(d.OrphanRatio)).Float64Var(&f.cfg.OrphanRatio)
+	addConnHealthFlags(app, f)
 }
 
 // validate checks the flags, naming the flag at fault, and raises the
@@ -107,6 +110,7 @@ func (f *detectFlags) validate() error {
 	case !(c.ResetMinRate >= 0):
 		checks = append(checks, fmt.Errorf("--detect.resets.min-rate=%v: must not be negative", c.ResetMinRate))
 	}
+	checks = append(checks, f.validateConnHealth())
 	for _, err := range checks {
 		if err != nil {
 			return err

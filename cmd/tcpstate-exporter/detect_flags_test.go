@@ -34,6 +34,9 @@ func TestDetectFlagValues(t *testing.T) {
 	if c.CloseWaitMinAge != 2*time.Minute || c.CloseWaitThreshold != 3 || c.PortsRatio != 0.97 || c.CookieRate != 50 || cfg.detect.destinationsMax != 7 {
 		t.Errorf("flags not applied: %+v, destinations %d", c, cfg.detect.destinationsMax)
 	}
+	if cfg.detect.peersMax != 20 || cfg.detect.clientsMax != 3 {
+		t.Errorf("--collector.peers.max %d, --collector.clients.max %d, want defaults 20 and 3", cfg.detect.peersMax, cfg.detect.clientsMax)
+	}
 	if c.PortsCriticalRatio != 0.97 || c.OrphanCriticalRatio != 0.9 {
 		t.Errorf("critical tiers %v %v, want raised to the warning ratios", c.PortsCriticalRatio, c.OrphanCriticalRatio)
 	}
@@ -48,11 +51,36 @@ func TestDetectFlagErrors(t *testing.T) {
 		{"--collector.destinations.max=0"},
 		{"--closewait.growth-window=20m"},
 		{"--detect.resets.factor=0.5"},
+		{"--collector.peers.max=0"},
+		{"--collector.clients.max=0"},
+		{"--detect.peer.retransmits=0"},
+		{"--detect.peer.retransmits=300"},
+		{"--detect.peer.min-sockets=0"},
+		{"--detect.zero-window.min-duration=-1s"},
+		{"--detect.client-hog.min-connections=0"},
+		{"--detect.client-hog.share=1.5"},
+		{"--detect.client-hog.allow=10.0.0.0/8,bogus"},
 	} {
 		flag, _, _ := strings.Cut(args[0], "=")
 		_, _, err := parseFlags(args, io.Discard, io.Discard)
 		if err == nil || !strings.Contains(err.Error(), flag) {
 			t.Errorf("%v: error %v, want one naming %s", args, err, flag)
 		}
+	}
+}
+
+func TestConnHealthFlagValues(t *testing.T) {
+	cfg, _, err := parseFlags([]string{
+		"--collector.peers.max=5", "--collector.clients.max=2", "--detect.peer.retransmits=6", "--detect.peer.min-sockets=3",
+		"--detect.zero-window.min-duration=30s", "--detect.client-hog.min-connections=500", "--detect.client-hog.share=0.3",
+		"--detect.client-hog.allow=10.0.0.0/8,192.0.2.1",
+	}, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.detect.cfg
+	if cfg.detect.peersMax != 5 || cfg.detect.clientsMax != 2 || c.PeerRetransMin != 6 || c.PeerMinSockets != 3 || c.ZeroWindowMin != 30*time.Second ||
+		c.ClientHogMin != 500 || c.ClientHogShare != 0.3 || c.ClientHogAllow != "10.0.0.0/8,192.0.2.1" {
+		t.Errorf("flags not applied: %+v, peers %d, clients %d", c, cfg.detect.peersMax, cfg.detect.clientsMax)
 	}
 }

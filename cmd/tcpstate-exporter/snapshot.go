@@ -198,6 +198,10 @@ type snapshot struct {
 	Sockets   int // in the full dump
 	Counts    collector.Counts
 	Listener  []collector.Listener // every listener of the latest dump
+	// Full is the full sample (connection health); RetransMin the
+	// retransmission count from which its peers count as stalled.
+	Full       *collector.Sample
+	RetransMin uint64
 	// Findings are nil with FindingsOK false when no detector is wired.
 	Findings   []detect.Finding
 	FindingsOK bool
@@ -267,6 +271,7 @@ func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshot
 		snap := snaps[i]
 		snap.Time, snap.Counts, snap.Listener = now, v.Counts, v.Listeners
 		snap.Ehash, snap.EhashKnown = v.Ehash, v.EhashKnown
+		snap.Full, snap.RetransMin = v.Full, cmp.Or(opts.Detect, detect.DefaultConfig()).PeerRetransMin
 		if opts.Findings != nil {
 			snap.Findings = opts.Findings(collector.Target{Sampler: s})
 			snap.FindingsOK = true
@@ -356,13 +361,13 @@ func (s *snapshot) write(w io.Writer) error {
 	fmt.Fprintf(w, "\nListeners at risk (accept queue at least half full, or SYN_RECV): %d of %d\n", len(rl), len(s.Listener))
 	if len(rl) > 0 {
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "FAMILY\tADDRESS\tPORT\tACCEPT_QUEUE\tLIMIT\tFILL\tSYN_RECV\tSOCKETS")
+		fmt.Fprintln(tw, "FAMILY\tADDRESS\tPORT\tACCEPT_QUEUE\tLIMIT\tFILL\tSYN_RECV\tSOCKETS\tSYNACK_RETRANSMITTED")
 		for _, l := range rl[:min(len(rl), maxRiskListeners)] {
 			pct := "-"
 			if l.QueueLimit > 0 {
 				pct = strconv.FormatUint(l.QueueLen*100/l.QueueLimit, 10) + "%"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%d\t%d\n", l.Family, l.Addr, l.Port, l.QueueLen, l.QueueLimit, pct, l.SynRecv, l.Sockets)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%d\t%d\t%d\n", l.Family, l.Addr, l.Port, l.QueueLen, l.QueueLimit, pct, l.SynRecv, l.Sockets, l.SynRecvRetransmitted)
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -370,6 +375,10 @@ func (s *snapshot) write(w io.Writer) error {
 		if more := len(rl) - maxRiskListeners; more > 0 {
 			fmt.Fprintf(w, "... and %d more\n", more)
 		}
+	}
+
+	if err := s.writeConnHealth(w); err != nil {
+		return err
 	}
 
 	if !s.FindingsOK {

@@ -172,11 +172,11 @@ func TestSnapshotInNamespace(t *testing.T) {
 		t.Fatal("no listeners-at-risk table")
 	}
 	// Fullest first: the 3/4 queue, then the one with SYN_RECV.
-	if got, w := strings.Join(risk[0], " "), fmt.Sprintf("ipv4 127.0.0.1 %d 3 4 75%% 0 1", full.Port()); got != w {
+	if got, w := strings.Join(risk[0], " "), fmt.Sprintf("ipv4 127.0.0.1 %d 3 4 75%% 0 1 0", full.Port()); got != w {
 		t.Errorf("first listener at risk %q, want %q", got, w)
 	}
 	sl := syn.Listeners()[0]
-	if r := risk[1]; len(r) != 8 || r[0] != "ipv4" || r[1] != sl.Addr().String() || r[2] != strconv.Itoa(int(sl.Port())) || r[3] != "0" || r[6] != "2" || r[7] != "1" {
+	if r := risk[1]; len(r) != 9 || r[0] != "ipv4" || r[1] != sl.Addr().String() || r[2] != strconv.Itoa(int(sl.Port())) || r[3] != "0" || r[6] != "2" || r[7] != "1" {
 		t.Errorf("second listener at risk %v, want %v with queue 0, 2 SYN_RECV, 1 socket", r, sl)
 	}
 

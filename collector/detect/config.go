@@ -111,6 +111,37 @@ type Config struct {
 	OrphanCriticalRatio float64
 	// OrphanFor is the For of TCPOrphanPressure. Default 30s.
 	OrphanFor time.Duration
+
+	// PeerRetransMin: a socket whose retransmission timer runs with at
+	// least this many consecutive RTO retransmissions is stalled towards
+	// its peer [--detect.peer.retransmits, 4: at least 3 s of silence at
+	// the 200 ms minimum RTO, one more than tcp_retries1, where the kernel
+	// starts to doubt the route]. At most 255 (idiag_retrans is a byte).
+	PeerRetransMin uint64
+	// PeerMinSockets: stalled sockets towards one remote address that fire
+	// TCPPeerUnresponsive or TCPPeerZeroWindow [--detect.peer.min-sockets, 1].
+	PeerMinSockets uint64
+	// PeerFor is the For of TCPPeerUnresponsive. Default 0.
+	PeerFor time.Duration
+	// ZeroWindowMin: a peer whose sockets probed a zero window in every full
+	// sample for at least this long fires TCPPeerZeroWindow
+	// [--detect.zero-window.min-duration, 10s]. A live peer acknowledges
+	// each probe, which resets the probe count, so the duration is the
+	// signal, not the count.
+	ZeroWindowMin time.Duration
+	// ClientHogMin and ClientHogShare: one remote address holding at least
+	// ClientHogMin live connections of a listener [--detect.client-hog.min-connections,
+	// 100] and at least ClientHogShare of them [--detect.client-hog.share,
+	// 0.5] fires TCPClientConnectionHog, unless it lies in ClientHogAllow,
+	// a comma-separated list of CIDR prefixes (NAT gateways, load
+	// balancers) [--detect.client-hog.allow, loopback: 127.0.0.0/8 and
+	// ::1, where sidecar proxies and local agents hold every connection of
+	// the port they front].
+	ClientHogMin   uint64
+	ClientHogShare float64
+	ClientHogAllow string
+	// ClientHogFor is the For of TCPClientConnectionHog. Default 0.
+	ClientHogFor time.Duration
 }
 
 // DefaultConfig returns the documented defaults.
@@ -150,6 +181,13 @@ func DefaultConfig() Config {
 		OrphanRatio:         0.5,
 		OrphanCriticalRatio: 0.8,
 		OrphanFor:           30 * time.Second,
+
+		PeerRetransMin: 4,
+		PeerMinSockets: 1,
+		ZeroWindowMin:  10 * time.Second,
+		ClientHogMin:   100,
+		ClientHogShare: 0.5,
+		ClientHogAllow: "127.0.0.0/8,::1/128",
 	}
 }
 
@@ -222,6 +260,7 @@ func (c *Config) Validate() error {
 	if c.CloseWaitGrowth == 0 {
 		errs = append(errs, errors.New("detect: closewait growth must be at least 1"))
 	}
+	errs = append(errs, c.validateConnHealth())
 	for _, err := range errs {
 		if err != nil {
 			return err

@@ -38,7 +38,8 @@ func New(cfg Config) (*Detectors, error) {
 
 // Evaluate runs every detector over h and returns their findings, in the
 // order TCPSynRecvSurge, TCPAcceptQueueOverflow, TCPCloseWaitLeak,
-// TCPTimeWaitExhaustion, TCPResetStorm, TCPOrphanPressure. It returns nil
+// TCPTimeWaitExhaustion, TCPResetStorm, TCPOrphanPressure, then the
+// connection-health detectors (see connHealth). It returns nil
 // for an empty history.
 func (d *Detectors) Evaluate(h *History) []Finding {
 	if h == nil || h.Len() == 0 {
@@ -51,6 +52,7 @@ func (d *Detectors) Evaluate(h *History) []Finding {
 	out = append(out, TimeWaitExhaustion(&d.cfg, h)...)
 	out = append(out, ResetStorm(&d.cfg, h)...)
 	out = append(out, OrphanPressure(&d.cfg, h)...)
+	out = append(out, connHealth(&d.cfg, h)...)
 	return out
 }
 
@@ -241,6 +243,8 @@ func SynRecvSurge(cfg *Config, h *History) []Finding {
 			"top_source_prefixes": fmtPrefixes(l.TopSources),
 			"sources":             sourceSpread(cfg, l),
 			"reasons":             strings.Join(reasons, ","),
+			// Request sockets whose SYN-ACK went unanswered at least once.
+			"retransmitted_handshakes": fmtUint(l.SynRecvRetransmitted),
 		}
 		if baseOK {
 			ev["baseline"] = fmtFloat(baseline)
@@ -256,7 +260,8 @@ func SynRecvSurge(cfg *Config, h *History) []Finding {
 			Description: "Listener " + name + " (" + l.Family.String() + ") holds " + fmtUint(l.SynRecv) +
 				" SYN_RECV connections against a SYN queue limit of " + fmtUint(limit) +
 				"; the kernel sends " + fmtFloat(cookies) + " syncookies/s and drops " + fmtFloat(drops) +
-				" SYNs/s. " + distinct + " distinct sources (" + ev["sources"] + "); top prefixes: " + ev["top_source_prefixes"] + ".",
+				" SYNs/s. " + distinct + " distinct sources (" + ev["sources"] + "); top prefixes: " + ev["top_source_prefixes"] + ". " +
+				fmtUint(l.SynRecvRetransmitted) + " of the handshakes had their SYN-ACK retransmitted (the client never answered: spoofed sources, or a firewall eating the final ACK).",
 			Evidence: ev,
 			Value:    float64(l.SynRecv),
 			For:      cfg.SynRecvFor,

@@ -55,6 +55,10 @@ type Listener struct {
 	// TopSources are the remote prefixes (/24 for IPv4, /64 for IPv6) with
 	// the most half-open connections, most first, at most five.
 	TopSources []PrefixCount
+	// SynRecvRetransmitted counts the half-open connections whose SYN-ACK
+	// the kernel has retransmitted at least once: the client never
+	// answered it (a spoofed source, or a firewall eating the final ACK).
+	SynRecvRetransmitted uint64
 }
 
 // DestinationKey identifies where outbound connections go: the local
@@ -126,6 +130,13 @@ type Summary struct {
 	TimeWait uint64
 	// CloseWait groups the CLOSE_WAIT sockets by local port and command.
 	CloseWait []CloseWaitGroup
+
+	// Peers, Clients and SelfConnects come from the latest full sample,
+	// taken at HealthTime (zero before one): see their types.
+	Peers        []PeerGroup
+	Clients      []ListenerClients
+	SelfConnects []SelfConnectedSocket
+	HealthTime   time.Time
 }
 
 // History is a ring of the latest summaries of one namespace, oldest first.

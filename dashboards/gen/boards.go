@@ -52,6 +52,8 @@ func overview() *dashboard {
 		q(sel(`sum by (instance, state) (tcpstate_sockets{state=~"established|time_wait", {SEL}})`, selNode), "{{instance}} {{state}}"),
 	}))
 
+	connHealthRow(l)
+
 	l.row("Kernel counters")
 	l.add(12, 8, timeseries("Listen queues and SYN handling", []target{
 		rateQ("tcpstate_netstat_listen_overflows_total", "instance", selNode, "{{instance}} listen overflows"),
@@ -168,6 +170,7 @@ func listeners() *dashboard {
 		rateQ("tcpstate_netstat_reqq_full_do_cookies_total", "instance, netns", selNode, "{{instance}} {{netns}} answered with cookies"),
 		rateQ("tcpstate_netstat_reqq_full_drop_total", "instance, netns", selNode, "{{instance}} {{netns}} dropped"),
 	}, withUnit("cps")))
+	clientsRow(l)
 	return d.build()
 }
 
