@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,6 +44,10 @@ type ExporterOptions struct {
 	MaxTargets int
 	// Now returns the current time; default time.Now.
 	Now func() time.Time
+	// MaxEventSeries bounds each top-K family of event series (listeners,
+	// destinations, peers) per target; the rest fold into "other". Zero
+	// means 20.
+	MaxEventSeries int
 }
 
 // OtherTarget is the value of the first target label (netns) of the target
@@ -99,6 +104,11 @@ type Exporter struct {
 	cwSockets, cwOldest, cwUntracked       *prometheus.Desc
 	orphans, sysctl, kernelErrors          *prometheus.Desc
 	netstat                                []netstatDesc
+
+	// ev are the eBPF event families (events.go); eventErrors counts
+	// event series that could not be built.
+	ev          eventDescs
+	eventErrors atomic.Uint64
 }
 
 // netstatDesc is one kernel counter exported as tcpstate_netstat_<name>_total.
@@ -142,6 +152,9 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.MaxEventSeries <= 0 {
+		opts.MaxEventSeries = 20
+	}
 	tl := opts.TargetLabels
 	with := func(l ...string) []string { return append(slices.Clone(tl), l...) }
 	d := func(name, help string, labels ...string) *prometheus.Desc {
@@ -154,6 +167,7 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 	}
 	dest := []string{"family", "local_address", "remote_address", "remote_port"}
 	return &Exporter{
+		ev:           newEventDescs(d),
 		netstat:      ns,
 		destUsed:     d("destination_local_ports_used", "Outbound sockets (TIME_WAIT included) holding a local port towards a destination, from the latest full sample.", dest...),
 		destTW:       d("destination_time_wait", "Outbound sockets towards a destination that are in TIME_WAIT, from the latest full sample.", dest...),
@@ -196,6 +210,7 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	for _, n := range e.netstat {
 		ch <- n.desc
 	}
+	e.ev.describe(ch)
 }
 
 // Collect sends the metrics of every target's latest samples, folding the
@@ -518,6 +533,7 @@ func (e *Exporter) buildSampleSeries(labels []string, v *View, prev map[Listener
 		}
 		gauge(e.cwUntracked, float64(smp.CloseWaitUntracked))
 		gauge(e.folded, float64(smp.CloseWaitFolded), "closewait")
+		out = e.appendEventSeries(out, lv, smp.Events, v.Listeners)
 	}
 	if !v.Ready {
 		return out, prev

@@ -131,6 +131,10 @@ type Sample struct {
 	CloseWait          []detect.CloseWaitGroup
 	CloseWaitFolded    int
 	CloseWaitUntracked uint64
+
+	// Events is what the eBPF event source had counted in the namespace
+	// when the sample was taken; nil when events are off or unreadable.
+	Events *EventSample
 }
 
 // Bounds on the per-dump bookkeeping.

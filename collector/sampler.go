@@ -60,6 +60,10 @@ type Options struct {
 	// OnSample, when set, is called after every successful sample, on the
 	// sampling goroutine, once the sample's findings are published.
 	OnSample func(*Sample)
+	// Events, when set, is the eBPF event source: every sample carries the
+	// namespace's event counters (found by its cookie, read through
+	// InNetns) and the detectors see them.
+	Events *EventReader
 }
 
 func (o *Options) setDefaults() {
@@ -155,6 +159,9 @@ type Sampler struct {
 	history  ring
 	kernErrs map[string]uint64
 	findings []detect.Finding
+
+	// events belongs to the holder of run; nil when events are off.
+	events *samplerEvents
 }
 
 // NewSampler returns a Sampler; call Run to start it, or Sample to drive it.
@@ -177,6 +184,9 @@ func NewSampler(opts Options) *Sampler {
 	for _, f := range KernelFiles() {
 		s.kernErrs[f] = 0
 	}
+	if opts.Events != nil {
+		s.events = &samplerEvents{reader: opts.Events}
+	}
 	s.sch = schedule{interval: opts.Interval, budget: opts.CPUBudget}
 	s.history = newRing(int(opts.Window/opts.Interval) + 2)
 	s.hist = detect.NewHistory(opts.Detect.History, min(int(opts.Detect.History/opts.Interval)+2, 3600))
@@ -191,6 +201,9 @@ func (s *Sampler) Sample(kind Kind) (*Sample, error) {
 	kern, kerrs := readKernel(s.reader, s.opts.InNetns)
 	s.noteKernelErrors(kerrs)
 	smp, err := s.dump(kind, &kern)
+	if err == nil && s.events != nil {
+		smp.Events = s.events.sample(smp.Time, s.opts.InNetns, s.opts.Logger)
+	}
 	s.mu.Lock()
 	for _, e := range kerrs {
 		s.kernErrs[e.file]++
@@ -263,6 +276,9 @@ func (s *Sampler) summaryLocked(smp *Sample, merged *Counts) detect.Summary {
 		Sockstat:  smp.Kernel.Sockstat,
 		Sysctls:   smp.Kernel.Sysctls,
 		CloseWait: smp.CloseWait,
+	}
+	if smp.Events != nil {
+		sum.Events = smp.Events.Summary
 	}
 	for _, l := range smp.Listeners {
 		if l.SynRecv > 0 || l.QueueLen > 0 {

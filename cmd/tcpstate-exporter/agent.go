@@ -35,6 +35,16 @@ type agent struct {
 	// hostSampler is the host-mode Sampler, nil in --netns=all mode.
 	hostSampler *collector.Sampler
 	mgr         *netns.Manager
+	// events is the eBPF event source, nil when off.
+	events *eventSource
+}
+
+func (a *agent) samplerOptions(logger *slog.Logger) collector.Options {
+	o := a.cfg.samplerOptions(logger)
+	if a.events != nil {
+		o.Events = a.events.reader
+	}
+	return o
 }
 
 func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
@@ -50,6 +60,14 @@ func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
 
 func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 	a := &agent{cfg: cfg, logger: logger, registry: prometheus.NewRegistry()}
+	ev, err := setupEvents(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	a.events = ev
+	if ev != nil {
+		a.registry.MustRegister(ev.reader)
+	}
 	var labelNames []string
 	switch cfg.netns {
 	case "all":
@@ -59,7 +77,7 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 		labelNames = netns.TargetLabels
 		a.registry.MustRegister(a.mgr.Collector())
 	default:
-		s := collector.NewSampler(cfg.samplerOptions(logger))
+		s := collector.NewSampler(a.samplerOptions(logger))
 		targets := []collector.Target{{Sampler: s}}
 		a.hostSampler = s
 		a.targets = func() []collector.Target { return targets }
@@ -71,6 +89,7 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 			MaxListeners:    cfg.listenersMax,
 			MaxDestinations: cfg.detect.destinationsMax,
 			MaxTargets:      cfg.netnsMax,
+			MaxEventSeries:  cfg.eventsMax,
 		}),
 		versioncollector.NewCollector("tcpstate"),
 		collectors.NewGoCollector(),
@@ -94,7 +113,7 @@ func (a *agent) setupAllNamespaces() error {
 	if err != nil {
 		return fmt.Errorf("--kubeconfig=%s: %w", cfg.kubeconfig, err)
 	}
-	base := cfg.samplerOptions(a.logger)
+	base := a.samplerOptions(a.logger)
 	mgr, err := netns.NewManager(netns.Config{
 		ProcRoot:  cfg.procRoot,
 		Refresh:   cfg.netnsRefresh,
@@ -127,6 +146,7 @@ func (a *agent) setupAllNamespaces() error {
 func (a *agent) run(ctx context.Context) {
 	go a.alerting.run(ctx)
 	a.sample(ctx)
+	a.events.close()
 }
 
 // ready reports whether sampling has produced a full sample and is not

@@ -101,6 +101,15 @@ type Config struct {
 	OrphanCriticalRatio float64
 	// OrphanFor is the For of TCPOrphanPressure. Default 30s.
 	OrphanFor time.Duration
+
+	// ConnectFailureMinRate: connects to one destination refused or timed
+	// out at this rate per second over ConnectFailureRecent (default 1m)
+	// fire TCPConnectFailures [--detect.connect-failures.min-rate, 0.2].
+	// Needs the eBPF event source.
+	ConnectFailureMinRate float64
+	ConnectFailureRecent  time.Duration
+	// ConnectFailureFor is the For of TCPConnectFailures. Default 1m.
+	ConnectFailureFor time.Duration
 }
 
 // DefaultConfig returns the documented defaults.
@@ -138,6 +147,10 @@ func DefaultConfig() Config {
 		OrphanRatio:         0.5,
 		OrphanCriticalRatio: 0.8,
 		OrphanFor:           30 * time.Second,
+
+		ConnectFailureMinRate: 0.2,
+		ConnectFailureRecent:  time.Minute,
+		ConnectFailureFor:     time.Minute,
 	}
 }
 

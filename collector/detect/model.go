@@ -123,6 +123,8 @@ type Summary struct {
 	TimeWait uint64
 	// CloseWait groups the CLOSE_WAIT sockets by local port and command.
 	CloseWait []CloseWaitGroup
+	// Events is what the eBPF event source counted; nil when it is off.
+	Events *Events
 }
 
 // History is a ring of the latest summaries of one namespace, oldest first.
