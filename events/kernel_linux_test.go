@@ -451,3 +451,39 @@ func TestFilterAndPrune(t *testing.T) {
 		t.Errorf("drops %+v, want none", snap.Drops)
 	}
 }
+
+// TestNoReasonVariant loads the tcp_send_reset program meant for kernels
+// whose tracepoint has no reason argument (before 6.10) and checks that it
+// counts resets with ReasonUnknown; and that this kernel's BTF says whether
+// the argument exists.
+func TestNoReasonVariant(t *testing.T) {
+	const n = 5
+	ns := fixture.NewNetnsPrefix(t, "tsev-")
+	cookie := cookieOf(t, ns)
+	src, err := Open(Config{Netns: cookie, noReason: true})
+	if err != nil {
+		t.Fatalf("Open (no-reason variant): %v", err)
+	}
+	defer src.Close()
+	if src.HasResetReason() {
+		t.Error("no-reason variant reports reasons")
+	}
+	if err := ns.Do(func() error {
+		for range n {
+			if _, err := dialer.Dial("tcp4", "127.0.0.1:1"); !errors.Is(err, syscall.ECONNREFUSED) {
+				return fmt.Errorf("dial: %v, want ECONNREFUSED", err)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got := waitFor(t, src, cookie, 3*time.Second, func(ns *Namespace) bool { return ns.Total(KindResetSent) >= n })
+	if c := total(got, KindResetSent, ReasonUnknown); c != n {
+		dumpRecords(t, got)
+		t.Errorf("resets sent with ReasonUnknown: %d, want %d", c, n)
+	}
+	if name := src.ResetReason(ReasonUnknown); name != "unknown" {
+		t.Errorf("ReasonUnknown named %q", name)
+	}
+}

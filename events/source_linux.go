@@ -19,6 +19,10 @@ type Config struct {
 	// Netns is the cookie of the only network namespace whose events are
 	// counted (filtered in the kernel); 0 counts every namespace.
 	Netns uint64
+
+	// noReason loads the tcp_send_reset program of kernels before 6.10
+	// whatever the kernel, for tests.
+	noReason bool
 }
 
 // Source is the loaded and attached set of event programs and their maps.
@@ -60,6 +64,7 @@ func Open(cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
+	withReason = withReason && !cfg.noReason
 	spec, err := loadTcpevents()
 	if err != nil {
 		return nil, fmt.Errorf("events: loading the embedded objects: %w", err)
