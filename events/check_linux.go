@@ -13,30 +13,32 @@ import (
 
 // Capability numbers, include/uapi/linux/capability.h.
 const (
-	capSysAdmin = 21
-	capPerfmon  = 38
-	capBPF      = 39
+	capPerfmon = 38
+	capBPF     = 39
 )
 
 // ErrNotPermitted says the process lacks the capabilities to load the
 // programs; ErrNoBTF that the kernel exposes no BTF
 // (/sys/kernel/btf/vmlinux), which tp_btf programs need.
 var (
-	ErrNotPermitted = errors.New("events: CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN) are not in the effective set")
+	ErrNotPermitted = errors.New("events: CAP_BPF and CAP_PERFMON are not both in the effective set")
 	ErrNoBTF        = errors.New("events: the kernel has no BTF (/sys/kernel/btf/vmlinux)")
 )
 
 // Check reports whether the process may load the event programs: nil, or
 // an error wrapping ErrNotPermitted or ErrNoBTF that says what is missing.
-// Loading can still fail for other reasons (a kernel without the
-// tracepoints); Open says so.
+// It asks for CAP_BPF and CAP_PERFMON (Linux 5.8 and later) even where
+// CAP_SYS_ADMIN alone would do, so that events are on only where they were
+// granted for this purpose (the Helm chart's events.enabled). Loading can
+// still fail for other reasons (a kernel without the tracepoints, a seccomp
+// profile refusing bpf(2)); Open says so.
 func Check() error {
 	eff, err := effectiveCaps("/proc/self/status")
 	if err != nil {
 		return fmt.Errorf("events: reading capabilities: %w", err)
 	}
 	has := func(c uint) bool { return eff&(1<<c) != 0 }
-	if !has(capSysAdmin) && (!has(capBPF) || !has(capPerfmon)) {
+	if !has(capBPF) || !has(capPerfmon) {
 		var missing []string
 		if !has(capBPF) {
 			missing = append(missing, "CAP_BPF")
