@@ -21,6 +21,7 @@ type EventSource interface {
 	Read() (*events.Snapshot, error)
 	Prune(keep func(netns uint64) bool) (int, error)
 	ResetReason(code uint32) string
+	HasResetReason() bool
 }
 
 // EventReader shares one event source among the samplers of every
@@ -175,6 +176,11 @@ type EventSample struct {
 	Records *events.Namespace
 	// Reason names reset reason codes.
 	Reason func(code uint32) string
+	// BaseReason is the reason always exported, 0 until a reset is sent,
+	// so that tcpstate_resets_sent_total exists from the start: the
+	// kernel's name of reason 0 (not_specified), or "unknown" on kernels
+	// that pass no reason.
+	BaseReason string
 	// Summary is the detectors' view (interval rises by peer, port and
 	// destination).
 	Summary *detect.Events
@@ -210,6 +216,11 @@ func (se *samplerEvents) sample(now time.Time, inNetns func(func() error) error,
 	}
 	se.failing = false
 	es := &EventSample{Records: ns, Reason: se.reader.src.ResetReason}
+	if se.reader.src.HasResetReason() {
+		es.BaseReason = SafeLabel(es.Reason(0))
+	} else {
+		es.BaseReason = SafeLabel(es.Reason(events.ReasonUnknown))
+	}
 	es.Summary = se.summarize(ns, es.Reason)
 	return es
 }
@@ -377,7 +388,9 @@ func topSeries(m map[string]uint64, limit int) (kept []detect.KeyCount, other ui
 // a counter of what the programs counted since they were loaded; the top-K
 // families rank by that count, so the set of kept keys changes only when a
 // key overtakes another (and "other" may then drop: a counter reset to
-// rate()).
+// rate()). Each top-K family always has its "other" series, and
+// tcpstate_connect_failures_total every reason, so that no family is
+// missing before its first event.
 func (e *Exporter) appendEventSeries(out []prometheus.Metric, lv func(...string) []string, es *EventSample, listeners []Listener) []prometheus.Metric {
 	if es == nil || es.Records == nil {
 		return out
@@ -394,6 +407,9 @@ func (e *Exporter) appendEventSeries(out []prometheus.Metric, lv func(...string)
 	ns := es.Records
 	var resetsRecv, retrans, synack uint64
 	sent := map[string]uint64{}
+	if es.BaseReason != "" {
+		sent[es.BaseReason] = 0
+	}
 	fails := map[string]uint64{"refused": 0, "timeout": 0, "reset": 0, "unreachable": 0, "other": 0}
 	opened := map[string]uint64{"active": 0, "passive": 0}
 	closed := map[string]uint64{"active": 0, "passive": 0, "unknown": 0}
@@ -484,7 +500,8 @@ func (e *Exporter) appendEventSeries(out []prometheus.Metric, lv func(...string)
 	lOpened, lClosed, lRetrans, lSynack := map[string]uint64{}, map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
 	dOpened, dClosed := map[string]uint64{}, map[string]uint64{}
 	pRecv, pSent, pRetrans, pSynack := map[string]uint64{}, map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
-	dFails := map[string]map[string]uint64{}
+	// refused and timeout always, for TCPConnectFailures' rule.
+	dFails := map[string]map[string]uint64{"refused": {}, "timeout": {}}
 	for _, r := range ns.Details {
 		port := strconv.Itoa(int(r.LocalPort))
 		dst := netip.AddrPortFrom(r.Addr.Unmap(), r.RemotePort).String()
@@ -542,9 +559,9 @@ func (e *Exporter) appendEventSeries(out []prometheus.Metric, lv func(...string)
 		for _, kc := range kept {
 			add(f.desc, kc.Count, f.split(kc.Key)...)
 		}
-		if n > 0 {
-			add(f.desc, other, f.split("other")...)
-		}
+		// "other" is always there (0 when nothing was folded), so that
+		// every family exists from the start.
+		add(f.desc, other, f.split("other")...)
 		folded[f.kind] += n
 	}
 	for _, k := range sortedKeys(folded) {

@@ -47,6 +47,8 @@ func (f *fakeEvents) Prune(keep func(uint64) bool) (int, error) {
 	return n, nil
 }
 
+func (f *fakeEvents) HasResetReason() bool { return true }
+
 func (f *fakeEvents) ResetReason(code uint32) string {
 	if code == 1 {
 		return "no_socket"
