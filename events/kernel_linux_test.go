@@ -487,3 +487,59 @@ func TestNoReasonVariant(t *testing.T) {
 		t.Errorf("ReasonUnknown named %q", name)
 	}
 }
+
+// TestFullMapDropsAndCounts fills the details map (16384 entries) with
+// refused connects to distinct closed ports (three detail keys each: the
+// failure, the reset sent and the reset received): the events that find no
+// room are dropped and counted, never block, and the per-namespace totals
+// stay exact.
+func TestFullMapDropsAndCounts(t *testing.T) {
+	const n = 6000
+	ns := fixture.NewNetnsPrefix(t, "tsev-")
+	src, cookie := loadFor(t, ns)
+	err := ns.Do(func() error {
+		for i := range n {
+			port := 10000 + i
+			if _, err := dialer.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port)); !errors.Is(err, syscall.ECONNREFUSED) {
+				return fmt.Errorf("dial port %d: %v, want ECONNREFUSED", port, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := src.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := snap.Namespaces[cookie]
+	if got == nil {
+		t.Fatal("no records")
+	}
+	if f := got.Total(KindConnectFailure); f != n {
+		t.Errorf("connect failures (totals map): %d, want exactly %d", f, n)
+	}
+	if r := got.Total(KindResetSent); r != n {
+		t.Errorf("resets sent (totals map): %d, want exactly %d", r, n)
+	}
+	if len(got.Details) > 16384 {
+		t.Errorf("%d detail entries, more than the map's 16384", len(got.Details))
+	}
+	var detailCount uint64
+	for _, r := range got.Details {
+		detailCount += r.Count
+	}
+	if snap.Drops.Details == 0 {
+		t.Fatalf("no details dropped with %d entries in the map", len(got.Details))
+	}
+	if snap.Drops.Totals != 0 {
+		t.Errorf("totals dropped: %d", snap.Drops.Totals)
+	}
+	// Every detail event either found its entry or was counted as dropped.
+	want := got.Total(KindConnectFailure) + got.Total(KindResetSent) + got.Total(KindResetReceived)
+	if detailCount+snap.Drops.Details != want {
+		t.Errorf("details %d + dropped %d = %d, want the %d events of the totals", detailCount, snap.Drops.Details, detailCount+snap.Drops.Details, want)
+	}
+	t.Logf("%d detail entries, %d events dropped", len(got.Details), snap.Drops.Details)
+}
