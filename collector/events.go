@@ -269,9 +269,9 @@ func (se *samplerEvents) summarize(ns *events.Namespace, reason func(uint32) str
 		}
 	}
 	se.prev = next
-	ev.ResetsReceivedFrom = topCounts(recvFrom, detect.MaxEventEntries)
-	ev.ResetsSentTo = topCounts(sentTo, detect.MaxEventEntries)
-	ev.ResetsSentFrom = topCounts(sentFrom, detect.MaxEventEntries)
+	ev.ResetsReceivedFrom = detect.TopKeyCounts(recvFrom, detect.MaxEventEntries)
+	ev.ResetsSentTo = detect.TopKeyCounts(sentTo, detect.MaxEventEntries)
+	ev.ResetsSentFrom = detect.TopKeyCounts(sentFrom, detect.MaxEventEntries)
 	for k, n := range fails {
 		ev.ConnectFailuresTo = append(ev.ConnectFailuresTo, detect.ConnectFailure{Destination: k.dst, Reason: k.reason, Count: n})
 	}
@@ -295,24 +295,6 @@ func addrLabel(a netip.Addr) string {
 		return ""
 	}
 	return SafeLabel(a.Unmap().String())
-}
-
-// topCounts returns the n largest counts, largest first, ties by key.
-func topCounts(m map[string]uint64, n int) []detect.KeyCount {
-	out := make([]detect.KeyCount, 0, len(m))
-	for k, v := range m {
-		out = append(out, detect.KeyCount{Key: k, Count: v})
-	}
-	slices.SortFunc(out, func(a, b detect.KeyCount) int {
-		if c := cmp.Compare(b.Count, a.Count); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.Key, b.Key)
-	})
-	if len(out) > n {
-		out = out[:n]
-	}
-	return out
 }
 
 // eventDescs are the event source's per-namespace metric families.
@@ -373,7 +355,7 @@ var lifetimeBounds = func() []float64 {
 // rest into key "other"; it returns the kept keys in order, the other sum
 // and how many keys were folded.
 func topSeries(m map[string]uint64, limit int) (kept []detect.KeyCount, other uint64, folded int) {
-	kept = topCounts(m, len(m))
+	kept = detect.TopKeyCounts(m, len(m))
 	if len(kept) > limit {
 		for _, kc := range kept[limit:] {
 			other += kc.Count

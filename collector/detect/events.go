@@ -58,10 +58,12 @@ func sumKeyCounts(h *History, from int, pick func(*Events) []KeyCount, n int) []
 			sums[kc.Key] += kc.Count
 		}
 	}
-	return topKeyCounts(sums, n)
+	return TopKeyCounts(sums, n)
 }
 
-func topKeyCounts(sums map[string]uint64, n int) []KeyCount {
+// TopKeyCounts returns the n largest non-zero counts of sums, largest
+// first, ties by key.
+func TopKeyCounts(sums map[string]uint64, n int) []KeyCount {
 	out := make([]KeyCount, 0, len(sums))
 	for k, v := range sums {
 		if v > 0 {
@@ -118,7 +120,7 @@ func resetEvidence(h *History, from int, ev map[string]string) {
 	if top := sumKeyCounts(h, from, func(e *Events) []KeyCount { return e.ResetsSentFrom }, 5); len(top) > 0 {
 		ev["top_local_ports_resets_sent"] = fmtKeyCounts(top)
 	}
-	if top := topKeyCounts(rises(old.Events.ResetsSent, cur.Events.ResetsSent), 5); len(top) > 0 {
+	if top := TopKeyCounts(rises(old.Events.ResetsSent, cur.Events.ResetsSent), 5); len(top) > 0 {
 		ev["reasons_resets_sent"] = fmtKeyCounts(top)
 	}
 	if cur.Events.ResetsReceived >= old.Events.ResetsReceived {
