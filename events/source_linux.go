@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -275,4 +276,23 @@ func NetnsCookie() (uint64, error) {
 		return 0, fmt.Errorf("events: SO_NETNS_COOKIE: %w", err)
 	}
 	return c, nil
+}
+
+// programStats sums the run time and run count of the attached programs
+// (kernel.bpf_stats_enabled must be on; see ebpf.EnableStats), for the
+// benchmarks.
+func (s *Source) programStats() (time.Duration, uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var rt time.Duration
+	var n uint64
+	for name, p := range s.coll.Programs {
+		st, err := p.Stats()
+		if err != nil {
+			return 0, 0, fmt.Errorf("events: stats of %s: %w", name, err)
+		}
+		rt += st.Runtime
+		n += st.RunCount
+	}
+	return rt, n, nil
 }
