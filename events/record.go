@@ -25,13 +25,18 @@ const (
 	KindConnectFailure Kind = 3
 	// KindResetSent counts resets sent; Code is the kernel's enum
 	// sk_rst_reason, or ReasonUnknown on kernels that do not pass one.
+	// Keys carry the remote address and the local port (no remote port:
+	// mostly ephemeral).
 	KindResetSent Kind = 4
-	// KindResetReceived counts resets received.
+	// KindResetReceived counts resets received. Like KindRetransmit, keys
+	// carry the remote address and, of the two ports, the one that names
+	// the service: the remote port of an active connection, the local port
+	// otherwise.
 	KindResetReceived Kind = 5
 	// KindRetransmit counts retransmitted segments.
 	KindRetransmit Kind = 6
 	// KindSynAckRetransmit counts retransmitted SYN-ACKs; LocalPort is the
-	// listener's port.
+	// listener's port, RemotePort 0.
 	KindSynAckRetransmit Kind = 7
 
 	maxKind = KindSynAckRetransmit

@@ -384,6 +384,7 @@ static __always_inline int reset_sent(const struct sock *sk, const struct sk_buf
 		return 0;
 	k.kind = KIND_RESET_SENT;
 	k.code = reason;
+	k.rport = 0; /* the peer's port is mostly ephemeral: one key per peer and local port */
 	record(&k, 0, 0);
 	return 0;
 }
@@ -412,6 +413,15 @@ static __always_inline int count_sk(const struct sock *sk, __u32 kind)
 		return 0;
 	if (!fill_from_common(&k, &sk->__sk_common))
 		return 0;
+	/* Keep the ports that name a service, not the ephemeral ones, so that
+	 * keys stay few: the remote port of an active connection, the local
+	 * port of a passive one (a listener's); the local port alone when the
+	 * opening was not seen. */
+	struct start *st = bpf_sk_storage_get(&starts, (void *)sk, 0, 0);
+	if (st && st->dir == DIR_ACTIVE)
+		k.lport = 0;
+	else
+		k.rport = 0;
 	k.kind = kind;
 	record(&k, 0, 0);
 	return 0;
@@ -443,6 +453,7 @@ int retransmit_synack(unsigned long long *ctx)
 	if (!fill_from_common(&k, &req->__req_common))
 		return 0;
 	k.kind = KIND_SYNACK_RETRANS;
+	k.rport = 0; /* the client's ephemeral port */
 	record(&k, 0, 0);
 	return 0;
 }
