@@ -53,16 +53,6 @@ func (h *healthDescs) describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// constGauge returns a gauge, or an invalid metric that fails the scrape's
-// Gather with err when the values do not fit the Desc.
-func constGauge(d *prometheus.Desc, v float64, labels ...string) prometheus.Metric {
-	m, err := prometheus.NewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	if err != nil {
-		return prometheus.NewInvalidMetric(d, err)
-	}
-	return m
-}
-
 // foldPeers keeps the limit groups towards named peers with the most
 // sockets (the sample's order) and sums the rest, with the sample's own
 // "other" groups, into one group per stall and family.
@@ -99,12 +89,12 @@ func foldPeers(gs []detect.PeerGroup, sampleFolded, limit int) (kept, other []de
 	return kept, other, folded
 }
 
-// series appends the connection-health series of a view's full sample.
-func (h *healthDescs) series(out []prometheus.Metric, lv func(...string) []string, full *Sample) []prometheus.Metric {
+// series emits, through gauge, the connection-health series of a view's
+// full sample.
+func (h *healthDescs) series(gauge func(d *prometheus.Desc, v float64, l ...string), full *Sample) {
 	if full == nil {
-		return out
+		return
 	}
-	gauge := func(d *prometheus.Desc, v float64, l ...string) { out = append(out, constGauge(d, v, lv(l...)...)) }
 	kept, other, folded := foldPeers(full.Peers, full.PeersFolded, h.maxPeers)
 	for _, g := range kept {
 		l := []string{g.Stall.String(), g.Family.String(), g.Remote.String()}
@@ -154,7 +144,6 @@ func (h *healthDescs) series(out []prometheus.Metric, lv func(...string) []strin
 	}
 	gauge(h.foldedDesc, float64(cfolded), "clients")
 	gauge(h.selfConnected, float64(full.SelfConnected))
-	return out
 }
 
 // otherSeries appends the connection-health series of the folded target:

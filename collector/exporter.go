@@ -55,6 +55,10 @@ type ExporterOptions struct {
 	// MaxClients bounds the client series per listener (most connections
 	// first); the rest fold into client "other". Zero means 3.
 	MaxClients int
+	// MaxEventSeries bounds each top-K family of event series (listeners,
+	// destinations, peers) per target; the rest fold into "other". Zero
+	// means 20.
+	MaxEventSeries int
 }
 
 // OtherTarget is the value of the first target label (netns) of the target
@@ -114,8 +118,11 @@ type Exporter struct {
 	netstat                                []netstatDesc
 	// parts maps each Desc to its part of the collection, for
 	// tcpstate_scrape_errors_total.
-	parts map[*prometheus.Desc]string
-	health                                 healthDescs
+	parts  map[*prometheus.Desc]string
+	health healthDescs
+
+	// ev are the eBPF event families (events.go).
+	ev eventDescs
 }
 
 // netstatDesc is one kernel counter exported as tcpstate_netstat_<name>_total.
@@ -168,6 +175,9 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 	if opts.MaxClients <= 0 {
 		opts.MaxClients = 3
 	}
+	if opts.MaxEventSeries <= 0 {
+		opts.MaxEventSeries = 20
+	}
 	tl := opts.TargetLabels
 	with := func(l ...string) []string { return append(slices.Clone(tl), l...) }
 	d := func(name, help string, labels ...string) *prometheus.Desc {
@@ -180,6 +190,7 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 	}
 	dest := []string{"family", "local_address", "remote_address", "remote_port"}
 	e := &Exporter{
+		ev:           newEventDescs(d),
 		netstat:      ns,
 		destUsed:     d("destination_local_ports_used", "Outbound sockets (TIME_WAIT included) holding a local port towards a destination, from the latest full sample.", dest...),
 		destTW:       d("destination_time_wait", "Outbound sockets towards a destination that are in TIME_WAIT, from the latest full sample.", dest...),
@@ -223,6 +234,7 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 		e.parts[n.desc] = PartKernel
 	}
 	e.health = newHealthDescs(d, e.folded, opts.MaxPeers, opts.MaxClients)
+	e.parts[e.health.synRetrans], e.parts[e.health.clientConns] = PartListeners, PartListeners
 	return e
 }
 
@@ -267,6 +279,7 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 		ch <- n.desc
 	}
 	e.health.describe(ch)
+	e.ev.describe(ch)
 }
 
 // Collect sends the metrics of every target's latest samples, folding the
@@ -626,6 +639,7 @@ func (e *Exporter) buildSampleSeries(pe partErrors, labels []string, v *View, pr
 		}
 		gauge(e.cwUntracked, float64(smp.CloseWaitUntracked))
 		gauge(e.folded, float64(smp.CloseWaitFolded), "closewait")
+		out = e.appendEventSeries(out, pe, lv, smp.Events, v.Listeners)
 	}
 	if !v.Ready {
 		return out, prev
@@ -665,7 +679,7 @@ func (e *Exporter) buildSampleSeries(pe partErrors, labels []string, v *View, pr
 		gauge(e.destTW, float64(d.TimeWait), l...)
 	}
 	gauge(e.folded, float64(foldedD), "destinations")
-	out = e.health.series(out, lv, v.Full)
+	e.health.series(gauge, v.Full)
 	return out, kept
 }
 

@@ -164,6 +164,10 @@ type Sample struct {
 	ClientsUntracked uint64
 	SelfConnects     []detect.SelfConnectedSocket
 	SelfConnected    uint64
+
+	// Events is what the eBPF event source had counted in the namespace
+	// when the sample was taken; nil when events are off or unreadable.
+	Events *EventSample
 }
 
 // Bounds on the per-dump bookkeeping.

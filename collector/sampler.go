@@ -61,6 +61,10 @@ type Options struct {
 	// OnSample, when set, is called after every successful sample, on the
 	// sampling goroutine, once the sample's findings are published.
 	OnSample func(*Sample)
+	// Events, when set, is the eBPF event source: every sample carries the
+	// namespace's event counters (found by its cookie, read through
+	// InNetns) and the detectors see them.
+	Events *EventReader
 }
 
 func (o *Options) setDefaults() {
@@ -180,6 +184,9 @@ type Sampler struct {
 	ehash      procnet.Ehash
 	ehashKnown bool
 	ehashDone  bool
+
+	// events is nil when events are off; both lanes use it.
+	events *samplerEvents
 }
 
 // sysctlsEvery is how often the cheap path reads the sysctls; dumps read
@@ -208,6 +215,9 @@ func NewSampler(opts Options) *Sampler {
 	}
 	for _, f := range KernelFiles() {
 		s.kernErrs[f] = 0
+	}
+	if opts.Events != nil {
+		s.events = &samplerEvents{reader: opts.Events}
 	}
 	s.dumps.agg.health.setRetransMin(opts.Detect.PeerRetransMin)
 	s.cheap.agg.health.setRetransMin(opts.Detect.PeerRetransMin)
@@ -259,6 +269,9 @@ func (s *Sampler) Sample(kind Kind) (*Sample, error) {
 	}
 	s.eval.Unlock()
 	smp, err := s.dump(ln, kind, &kern)
+	if err == nil && s.events != nil {
+		smp.Events = s.events.sample(smp.Time, s.opts.InNetns, s.opts.Logger)
+	}
 	s.mu.Lock()
 	for _, e := range kerrs {
 		s.kernErrs[e.file]++
@@ -397,6 +410,9 @@ func (s *Sampler) summaryLocked(smp *Sample, merged *Counts) detect.Summary {
 		Sockstat:  smp.Kernel.Sockstat,
 		Sysctls:   smp.Kernel.Sysctls,
 		CloseWait: smp.CloseWait,
+	}
+	if smp.Events != nil {
+		sum.Events = smp.Events.Summary
 	}
 	for _, l := range smp.Listeners {
 		if l.SynRecv > 0 || l.QueueLen > 0 {

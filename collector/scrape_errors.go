@@ -22,11 +22,12 @@ const (
 	PartSampler      = "sampler"      // dump statistics, sample ages, folded series
 	PartAlerts       = "alerts"       // tcpstate_alert, tcpstate_alerts_dropped
 	PartNetns        = "netns"        // tcpstate_netns_*
+	PartEvents       = "events"       // the eBPF event families
 )
 
 // ScrapeParts lists the part label values, in the order they are exported.
 func ScrapeParts() []string {
-	return []string{PartAlerts, PartCloseWait, PartDestinations, PartKernel, PartListeners, PartNetns, PartSampler, PartSockets}
+	return []string{PartAlerts, PartCloseWait, PartDestinations, PartEvents, PartKernel, PartListeners, PartNetns, PartSampler, PartSockets}
 }
 
 // knownParts is the set of ScrapeParts.

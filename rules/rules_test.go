@@ -35,6 +35,7 @@ var detectorAlerts = []string{
 	"TCPSynRecvSurge", "TCPAcceptQueueOverflow", "TCPCloseWaitLeak",
 	"TCPTimeWaitExhaustion", "TCPResetStorm", "TCPOrphanPressure",
 	"TCPPeerUnresponsive", "TCPPeerZeroWindow", "TCPClientConnectionHog", "TCPSelfConnect",
+	"TCPConnectFailures",
 }
 
 type rule struct {

@@ -21,6 +21,9 @@ command -v promtool >/dev/null || need_pkgs+=(prometheus)
 command -v hping3 >/dev/null || need_pkgs+=(hping3)
 command -v ss >/dev/null && command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)  # unprivileged-mode test
+# events: TestGenerateReproducible regenerates the BPF objects with bpf2go
+command -v clang >/dev/null || need_pkgs+=(clang)
+command -v llvm-strip >/dev/null || need_pkgs+=(llvm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_pkgs[*]}"
   apt-get update -qq

@@ -69,7 +69,7 @@ func TestMain(m *testing.M) {
 
 // exporterBinary returns the exporter binary, in a directory every user
 // may enter, so that it also runs after dropping to an unprivileged user.
-func exporterBinary(t *testing.T) string {
+func exporterBinary(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() { binPath, binErr = buildBinary() })
 	if noGo {

@@ -43,6 +43,16 @@ type agent struct {
 	scrapeErrs *collector.ScrapeErrors
 	// sched runs the sampling jobs in either mode.
 	sched *collector.Scheduler
+	// events is the eBPF event source, nil when off.
+	events *eventSource
+}
+
+func (a *agent) samplerOptions(logger *slog.Logger) collector.Options {
+	o := a.cfg.samplerOptions(logger)
+	if a.events != nil {
+		o.Events = a.events.reader
+	}
+	return o
 }
 
 func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
@@ -60,6 +70,14 @@ func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
 func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 	a := &agent{cfg: cfg, logger: logger, registry: prometheus.NewRegistry(), web: newWebMetrics(), scrapeErrs: collector.NewScrapeErrors(logger)}
 	a.registry.MustRegister(a.web.collectors()...)
+	ev, err := setupEvents(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	a.events = ev
+	if ev != nil {
+		a.registry.MustRegister(ev.reader)
+	}
 	var labelNames []string
 	switch cfg.netns {
 	case "all":
@@ -70,7 +88,7 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 		a.registry.MustRegister(a.mgr.Collector())
 		a.sched = a.mgr.Scheduler()
 	default:
-		s := collector.NewSampler(cfg.samplerOptions(logger))
+		s := collector.NewSampler(a.samplerOptions(logger))
 		targets := []collector.Target{{Sampler: s}}
 		a.hostSampler = s
 		a.targets = func() []collector.Target { return targets }
@@ -93,6 +111,7 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 			Errors:          a.scrapeErrs,
 			MaxPeers:        cfg.detect.peersMax,
 			MaxClients:      cfg.detect.clientsMax,
+			MaxEventSeries:  cfg.eventsMax,
 		}),
 		a.scrapeErrs,
 		versioncollector.NewCollector("tcpstate"),
@@ -117,7 +136,7 @@ func (a *agent) setupAllNamespaces() error {
 	if err != nil {
 		return fmt.Errorf("--kubeconfig=%s: %w", cfg.kubeconfig, err)
 	}
-	base := cfg.samplerOptions(a.logger)
+	base := a.samplerOptions(a.logger)
 	mgr, err := netns.NewManager(netns.Config{
 		ProcRoot:     cfg.procRoot,
 		Refresh:      cfg.netnsRefresh,
@@ -151,6 +170,7 @@ func (a *agent) setupAllNamespaces() error {
 func (a *agent) run(ctx context.Context) {
 	go a.alerting.run(ctx)
 	a.sample(ctx)
+	a.events.close()
 }
 
 // ready reports whether sampling has produced a full sample and is not

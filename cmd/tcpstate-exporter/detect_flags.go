@@ -62,6 +62,8 @@ func addDetectFlags(app *kingpin.Application, f *detectFlags) {
 		Default(flt(d.ResetFactor)).Float64Var(&f.cfg.ResetFactor)
 	app.Flag("detect.resets.min-rate", "Least resets or aborts per second for TCPResetStorm.").
 		Default(flt(d.ResetMinRate)).Float64Var(&f.cfg.ResetMinRate)
+	app.Flag("detect.connect-failures.min-rate", "Connects to one destination refused or timed out per second (over 1m) that fire TCPConnectFailures (needs --collector.events).").
+		Default(flt(d.ConnectFailureMinRate)).Float64Var(&f.cfg.ConnectFailureMinRate)
 	app.Flag("detect.orphans.ratio", "Share of net.ipv4.tcp_max_orphans held by orphaned sockets that fires TCPOrphanPressure (critical from 0.8 or this, whichever is higher).").
 		Default(flt(d.OrphanRatio)).Float64Var(&f.cfg.OrphanRatio)
 	addConnHealthFlags(app, f)
@@ -109,6 +111,8 @@ func (f *detectFlags) validate() error {
 		checks = append(checks, fmt.Errorf("--detect.synrecv.cookie-rate=%v: must not be negative", c.CookieRate))
 	case !(c.ResetMinRate >= 0):
 		checks = append(checks, fmt.Errorf("--detect.resets.min-rate=%v: must not be negative", c.ResetMinRate))
+	case !(c.ConnectFailureMinRate >= 0):
+		checks = append(checks, fmt.Errorf("--detect.connect-failures.min-rate=%v: must not be negative", c.ConnectFailureMinRate))
 	}
 	checks = append(checks, f.validateConnHealth())
 	for _, err := range checks {

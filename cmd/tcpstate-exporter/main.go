@@ -48,6 +48,8 @@ type config struct {
 	alerts        alertsConfig
 	detect        detectFlags
 	snapshot      snapshotConfig
+	events        string
+	eventsMax     int
 }
 
 // usageError marks a bad flag or argument: exit code 2.
@@ -80,6 +82,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*config, string, error
 	promslogflag.AddFlags(app, cfg.log)
 	addAlertFlags(app, &cfg.alerts)
 	addDetectFlags(app, &cfg.detect)
+	addEventsFlags(app, cfg)
 	app.Command("serve", "Sample this node and serve metrics over HTTP (the default).").Default()
 	addSnapshotCommand(app, &cfg.snapshot)
 	cmd, err := app.Parse(args)
@@ -150,6 +153,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("--web.telemetry-path=%q: must start with /", c.telemetryPath)
 	case c.maxRequests < 0:
 		return fmt.Errorf("--web.max-requests=%d: must be 0 (no limit) or more", c.maxRequests)
+	case c.eventsMax < 1:
+		return fmt.Errorf("--collector.events.max-series=%d: must be at least 1", c.eventsMax)
 	}
 	if err := c.webLimits.validate(); err != nil {
 		return err

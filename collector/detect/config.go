@@ -142,6 +142,14 @@ type Config struct {
 	ClientHogAllow string
 	// ClientHogFor is the For of TCPClientConnectionHog. Default 0.
 	ClientHogFor time.Duration
+	// ConnectFailureMinRate: connects to one destination refused or timed
+	// out at this rate per second over ConnectFailureRecent (default 1m)
+	// fire TCPConnectFailures [--detect.connect-failures.min-rate, 0.2].
+	// Needs the eBPF event source.
+	ConnectFailureMinRate float64
+	ConnectFailureRecent  time.Duration
+	// ConnectFailureFor is the For of TCPConnectFailures. Default 1m.
+	ConnectFailureFor time.Duration
 }
 
 // DefaultConfig returns the documented defaults.
@@ -182,12 +190,15 @@ func DefaultConfig() Config {
 		OrphanCriticalRatio: 0.8,
 		OrphanFor:           30 * time.Second,
 
-		PeerRetransMin: 4,
-		PeerMinSockets: 1,
-		ZeroWindowMin:  10 * time.Second,
-		ClientHogMin:   100,
-		ClientHogShare: 0.5,
-		ClientHogAllow: "127.0.0.0/8,::1/128",
+		PeerRetransMin:        4,
+		PeerMinSockets:        1,
+		ZeroWindowMin:         10 * time.Second,
+		ClientHogMin:          100,
+		ClientHogShare:        0.5,
+		ClientHogAllow:        "127.0.0.0/8,::1/128",
+		ConnectFailureMinRate: 0.2,
+		ConnectFailureRecent:  time.Minute,
+		ConnectFailureFor:     time.Minute,
 	}
 }
 

@@ -38,9 +38,9 @@ func New(cfg Config) (*Detectors, error) {
 
 // Evaluate runs every detector over h and returns their findings, in the
 // order TCPSynRecvSurge, TCPAcceptQueueOverflow, TCPCloseWaitLeak,
-// TCPTimeWaitExhaustion, TCPResetStorm, TCPOrphanPressure, then the
-// connection-health detectors (see connHealth). It returns nil
-// for an empty history.
+// TCPTimeWaitExhaustion, TCPResetStorm, TCPOrphanPressure, the
+// connection-health detectors (see connHealth), then TCPConnectFailures.
+// It returns nil for an empty history.
 func (d *Detectors) Evaluate(h *History) []Finding {
 	if h == nil || h.Len() == 0 {
 		return nil
@@ -53,6 +53,7 @@ func (d *Detectors) Evaluate(h *History) []Finding {
 	out = append(out, ResetStorm(&d.cfg, h)...)
 	out = append(out, OrphanPressure(&d.cfg, h)...)
 	out = append(out, connHealth(&d.cfg, h)...)
+	out = append(out, ConnectFailures(&d.cfg, h)...)
 	return out
 }
 
@@ -653,6 +654,14 @@ func ResetStorm(cfg *Config, h *History) []Finding {
 		if !ok || rate < cfg.ResetFactor*base {
 			continue
 		}
+		ev := map[string]string{
+			"counter":         c.name,
+			"rate":            fmtFloat(rate),
+			"baseline_rate":   fmtFloat(base),
+			"recent_window":   fmtDuration(cur.Time.Sub(recent.Time)),
+			"baseline_window": fmtDuration(recent.Time.Sub(oldest.Time)),
+		}
+		resetEvidence(h, i, ev)
 		out = append(out, Finding{
 			Alert:    AlertResetStorm,
 			Severity: Warning,
@@ -661,15 +670,9 @@ func ResetStorm(cfg *Config, h *History) []Finding {
 			Description: "The namespace counts " + fmtFloat(rate) + " " + c.what + " per second over the last " +
 				fmtDuration(cur.Time.Sub(recent.Time)) + ", against " + fmtFloat(base) + "/s over the " +
 				fmtDuration(recent.Time.Sub(oldest.Time)) + " before.",
-			Evidence: map[string]string{
-				"counter":         c.name,
-				"rate":            fmtFloat(rate),
-				"baseline_rate":   fmtFloat(base),
-				"recent_window":   fmtDuration(cur.Time.Sub(recent.Time)),
-				"baseline_window": fmtDuration(recent.Time.Sub(oldest.Time)),
-			},
-			Value: rate,
-			For:   cfg.ResetFor,
+			Evidence: ev,
+			Value:    rate,
+			For:      cfg.ResetFor,
 		})
 	}
 	return out

@@ -137,6 +137,8 @@ type Summary struct {
 	Clients      []ListenerClients
 	SelfConnects []SelfConnectedSocket
 	HealthTime   time.Time
+	// Events is what the eBPF event source counted; nil when it is off.
+	Events *Events
 }
 
 // History is a ring of the latest summaries of one namespace, oldest first.

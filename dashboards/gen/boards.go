@@ -21,6 +21,7 @@ func allDashboards() map[string]*dashboard {
 		"leaks-and-exhaustion.json": leaks(),
 		"pods.json":                 pods(),
 		"alerts.json":               alerts(),
+		"events.json":               eventsBoard(),
 	}
 }
 
