@@ -53,7 +53,7 @@ func (f *fakeEvents) ResetReason(code uint32) string {
 	if code == 1 {
 		return "no_socket"
 	}
-	return fmt.Sprintf("reason_%d\x07", code) // a control character SafeLabel drops
+	return fmt.Sprintf("reason_%d\x07", code) // a control character SafeLabel replaces
 }
 
 func rec(kind events.Kind, code uint32, addr string, lport, rport uint16, count uint64) events.Record {
@@ -154,8 +154,8 @@ func TestEventSeriesBounded(t *testing.T) {
 		for _, l := range pb.GetLabel() {
 			labels[l.GetName()] = l.GetValue()
 		}
-		if strings.Contains(desc, "tcpstate_resets_sent_total") && labels["reason"] != "reason_99" {
-			t.Errorf("reason label %q, want the control character dropped", labels["reason"])
+		if strings.Contains(desc, "tcpstate_resets_sent_total") && labels["reason"] != SafeLabel("reason_99\x07") {
+			t.Errorf("reason label %q, want the control character replaced as SafeLabel does", labels["reason"])
 		}
 		if !strings.Contains(desc, "tcpstate_peer_resets_received_total") {
 			continue
