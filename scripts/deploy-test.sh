@@ -26,7 +26,8 @@
 # and configuration live under DEPLOY_DIR. The host's sysctls, iptables/nft
 # rules and mounts are recorded before and compared after: a difference
 # fails the run.
-set -euo pipefail
+set -Eeuo pipefail
+trap 'echo "deploy-test: line ${LINENO}: command failed (exit $?): ${BASH_COMMAND}" >&2' ERR
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SELF="${ROOT}/scripts/deploy-test.sh"
@@ -117,16 +118,16 @@ host_state() {
   local out=$1
   mkdir -p "$out"
   sysctl -a 2>/dev/null |
-    grep -Ev '^(fs\.(dentry-state|file-nr|inode-nr|inode-state)|kernel\.(ns_last_pid|random\.)|net\.netfilter\.nf_conntrack_count)' \
+    grep -Ev '^(fs\.(dentry-state|file-nr|inode-nr|inode-state|quota\.)|kernel\.(ns_last_pid|random\.)|net\.netfilter\.nf_conntrack_count)' \
       >"${out}/sysctl"
-  iptables-save 2>/dev/null | grep -v '^#' | sed -E 's/\[[0-9]+:[0-9]+\]//' >"${out}/iptables"
-  ip6tables-save 2>/dev/null | grep -v '^#' | sed -E 's/\[[0-9]+:[0-9]+\]//' >"${out}/ip6tables"
+  { iptables-save 2>/dev/null || true; } | sed -E -e '/^#/d' -e 's/\[[0-9]+:[0-9]+\]//' >"${out}/iptables"
+  { ip6tables-save 2>/dev/null || true; } | sed -E -e '/^#/d' -e 's/\[[0-9]+:[0-9]+\]//' >"${out}/ip6tables"
   nft list ruleset 2>/dev/null | sed -E 's/counter packets [0-9]+ bytes [0-9]+/counter/' >"${out}/nft"
   # Mount point, root, type, source and options. Named network namespaces
   # of other programs (other tests on the machine) come and go under
   # /run/netns; ours is checked by name.
   awk '{sep=0; for (i=7;i<=NF;i++) if ($i=="-") {sep=i; break}
-        print $5, $4, $(sep+1), $(sep+2), $6}' /proc/self/mountinfo |
+        print $5, $4, $(sep+1), $(sep+2), $6}' /proc/1/mountinfo |
     awk -v ns="/run/netns/${NS}" '$1 !~ "^/run/netns/" || $1 == ns' | sort >"${out}/mounts"
   ip -o link show | awk -F': ' '{print $2}' | grep -v '@' | sort >"${out}/links" || true
 }
@@ -151,48 +152,51 @@ check_host_state() {
 # or its private mount namespace, and every container in the kubelet's
 # cgroups. Killed, then the kubelet's cgroups removed.
 kill_cluster() {
-  local pids=() p mntns=""
-  [[ -f "${RUN}/mntns" ]] && mntns=$(cat "${RUN}/mntns")
+  local ids=() p f
+  for f in netns mntns stage-mntns; do
+    [[ -s "${RUN}/$f" ]] && ids+=("$(cat "${RUN}/$f")")
+  done
   for _ in 1 2 3 4 5 6 7 8 9 10; do
-    pids=()
-    if ip netns list 2>/dev/null | grep -qw "$NS"; then
-      mapfile -t -O "${#pids[@]}" pids < <(ip netns pids "$NS" 2>/dev/null)
-    fi
-    if [[ -n "$mntns" ]]; then
+    local pids=()
+    if ((${#ids[@]})); then
       for p in /proc/[0-9]*; do
-        [[ "$(readlink "$p/ns/mnt" 2>/dev/null)" == "$mntns" ]] && pids+=("${p#/proc/}")
+        [[ "${p#/proc/}" == "$$" || "${p#/proc/}" == "$BASHPID" ]] && continue
+        local n m
+        n=$(readlink "$p/ns/net" 2>/dev/null) || continue
+        m=$(readlink "$p/ns/mnt" 2>/dev/null) || continue
+        for f in "${ids[@]}"; do
+          if [[ "$n" == "$f" || "$m" == "$f" ]]; then pids+=("${p#/proc/}"); break; fi
+        done
       done
     fi
     for f in /sys/fs/cgroup/pids/kubepods/cgroup.procs /sys/fs/cgroup/pids/kubepods/*/cgroup.procs \
       /sys/fs/cgroup/pids/kubepods/*/*/cgroup.procs /sys/fs/cgroup/pids/kubepods/*/*/*/cgroup.procs; do
       [[ -f "$f" ]] && mapfile -t -O "${#pids[@]}" pids <"$f"
     done
-    local others=()
-    for p in "${pids[@]}"; do [[ "$p" != "$$" && "$p" != "$BASHPID" ]] && others+=("$p"); done
-    ((${#others[@]} == 0)) && break
-    kill -KILL "${others[@]}" 2>/dev/null || true
+    ((${#pids[@]} == 0)) && break
+    kill -KILL "${pids[@]}" 2>/dev/null || true
     sleep 0.5
   done
   local h
   for h in /sys/fs/cgroup/*/kubepods; do
-    [[ -d "$h" ]] && find "$h" -depth -type d -exec rmdir {} + 2>/dev/null || true
+    if [[ -d "$h" ]]; then find "$h" -depth -type d -exec rmdir {} + 2>/dev/null || true; fi
   done
+  # The named handle was mounted in the run's private mount namespace; on
+  # the host only its empty mount point remains.
+  if [[ -e "/run/netns/${NS}" ]] && ! mountpoint -q "/run/netns/${NS}"; then rm -f "/run/netns/${NS}"; fi
 }
 
 cleanup_host() {
   local rc=$?
   trap - EXIT
   set +e
-  if [[ "$KEEP" == 1 ]]; then
+  if [[ "$KEEP" == 1 && -s "${RUN}/kube-apiserver.pid" ]]; then
     log "KEEP=1: the cluster stays up. Use it with:"
-    log "  ip netns exec ${NS} ${BIN}/kubectl --kubeconfig ${RUN}/pki/admin.kubeconfig get pods -A"
+    log "  nsenter -t $(cat "${RUN}/kube-apiserver.pid") -n ${BIN}/kubectl --kubeconfig ${RUN}/pki/admin.kubeconfig get pods -A"
     log "stop it and check the host with: scripts/deploy-test.sh clean"
     exit "$rc"
   fi
-  podman_env
-  podman rm -f -t 0 tcpstate-deploy-image >/dev/null 2>&1
   kill_cluster
-  ip netns delete "$NS" 2>/dev/null
   if [[ -d "${RUN}/host-before" ]]; then
     check_host_state || rc=1
   fi
@@ -201,8 +205,8 @@ cleanup_host() {
 }
 
 setup_netns() {
-  ip netns delete "$NS" 2>/dev/null || true
   ip netns add "$NS"
+  ip netns exec "$NS" readlink /proc/self/ns/net >"${RUN}/netns"
   ip -n "$NS" link set lo up
   # The node's address: a bridge with no port and no uplink.
   ip -n "$NS" link add tsnode0 type bridge
@@ -272,7 +276,7 @@ base_images() {
     printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$r/etc/passwd"
     printf 'root:x:0:\nnogroup:x:65534:\n' >"$r/etc/group"
     podman rmi -f "docker.io/library/${golang}" >/dev/null 2>&1 || true
-    tar -C "$r" -c . | podman import \
+    tar -C "$r" -c . | podman import --quiet \
       --change 'ENV PATH=/go/bin:/usr/local/go/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       --change 'ENV GOPATH=/go' --change 'ENV HOME=/root' --change 'ENV GOTOOLCHAIN=local' \
       --change 'WORKDIR /go' --change "LABEL tcpstate.deploy.source=\"${want}\"" \
@@ -289,7 +293,7 @@ base_images() {
     printf 'hosts: files dns\n' >"$r/etc/nsswitch.conf"
     cp /etc/ssl/certs/ca-certificates.crt "$r/etc/ssl/certs/"
     chown 65532:65532 "$r/home/nonroot"
-    tar -C "$r" -c . | podman import --change 'USER 65532' --change 'WORKDIR /home/nonroot' \
+    tar -C "$r" -c . | podman import --quiet --change 'USER 65532' --change 'WORKDIR /home/nonroot' \
       --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       - "$distroless" >/dev/null
     rm -rf "$r"
@@ -351,12 +355,14 @@ level_image() {
   check_image_config
   # A few listeners of our own next to the exporter's.
   local p
+  mkdir -p "${RUN}/www"
   for p in 18081 18082 18083; do
-    ip netns exec "$NS" setsid /bin/busybox httpd -f -p "127.0.0.1:$p" -h /nonexistent >/dev/null 2>&1 &
+    ip netns exec "$NS" setsid /bin/busybox httpd -f -p "127.0.0.1:$p" -h "${RUN}/www" >/dev/null 2>&1 &
   done
   # As the chart runs it in host mode: non-root, read-only root, no
   # capabilities, no privilege escalation; the node's network (here the
   # test's namespace).
+  podman rm -f -t 0 tcpstate-deploy-image >/dev/null 2>&1 || true
   podman run -d --name tcpstate-deploy-image --pull=never \
     --network "ns:/run/netns/${NS}" --user 65534:65534 --read-only \
     --cap-drop ALL --security-opt no-new-privileges \
@@ -767,16 +773,36 @@ images_for_node() {
 
 clean() {
   KEEP=0
-  export PATH="${BIN}:$PATH"
+  [[ -d "${RUN}/host-before" ]] || fail "no run to clean in ${RUN}"
   trap cleanup_host EXIT
 }
 
-main() {
-  if [[ "${1:-}" == --inner ]]; then
-    export PATH="${BIN}:$PATH:$(go env GOPATH)/bin"
-    inner "$2"
-    return
+# The run, inside a private mount namespace (podman's storage mounts and
+# the named network namespace stay in it).
+stage() {
+  local level=$1
+  readlink /proc/self/ns/mnt >"${RUN}/stage-mntns"
+  mount --make-rprivate /
+  setup_netns
+  if [[ "$level" == image || "$level" == all ]]; then
+    level_image
   fi
+  [[ "$level" == image ]] && return
+  build_kubernetes
+  if [[ "$level" != apiserver ]]; then
+    [[ "$level" == all ]] || build_image
+    images_for_node
+  fi
+  local inner_level=$level
+  [[ "$level" == all ]] && inner_level=prometheus
+  nsenter --net="/run/netns/${NS}" unshare --mount --propagation private -- "$SELF" --inner "$inner_level"
+}
+
+main() {
+  case "${1:-}" in
+    --inner) export PATH="${BIN}:$PATH:$(go env GOPATH)/bin"; inner "$2"; return ;;
+    --stage) export PATH="${BIN}:$PATH:$(go env GOPATH)/bin"; stage "$2"; return ;;
+  esac
   local level=${1:-all}
   case "$level" in
     image | apiserver | node | prometheus | all) ;;
@@ -786,28 +812,15 @@ main() {
   [[ "$(id -u)" == 0 ]] || fail "run as root: the test creates network and mount namespaces"
   local t0=$SECONDS
   install_packages
-  if ip netns list | grep -qw "$NS"; then
-    fail "namespace ${NS} exists: a cluster is still up (KEEP=1?); run: $0 clean"
+  if [[ -s "${RUN}/netns" && -d "${RUN}/host-before" && ! -f "${RUN}/host-after/sysctl" ]]; then
+    fail "a previous run is still up or was not cleaned (KEEP=1?): run $0 clean"
   fi
   rm -rf "$RUN"
   mkdir -p "${RUN}/logs"
   host_state "${RUN}/host-before"
   trap cleanup_host EXIT
-  setup_netns
-  if [[ "$level" == image || "$level" == all ]]; then
-    level_image
-  fi
-  if [[ "$level" != image ]]; then
-    build_kubernetes
-    if [[ "$level" != apiserver ]]; then
-      [[ "$level" == all ]] || build_image
-      images_for_node
-    fi
-    local inner_level=$level
-    [[ "$level" == all ]] && inner_level=prometheus
-    nsenter --net="/run/netns/${NS}" unshare --mount --propagation private -- "$SELF" --inner "$inner_level"
-  fi
-  log "all requested levels passed in $((SECONDS - t0))s"
+  unshare --mount --propagation private -- "$SELF" --stage "$level"
+  log "level ${level} passed in $((SECONDS - t0))s"
 }
 
 main "$@"
