@@ -152,23 +152,17 @@ check_host_state() {
 # or its private mount namespace, and every container in the kubelet's
 # cgroups. Killed, then the kubelet's cgroups removed.
 kill_cluster() {
-  local ids=() p f
+  local ids=() f
   for f in netns mntns stage-mntns; do
     [[ -s "${RUN}/$f" ]] && ids+=("$(cat "${RUN}/$f")")
   done
   for _ in 1 2 3 4 5 6 7 8 9 10; do
     local pids=()
-    if ((${#ids[@]})); then
-      for p in /proc/[0-9]*; do
-        [[ "${p#/proc/}" == "$$" || "${p#/proc/}" == "$BASHPID" ]] && continue
-        local n m
-        n=$(readlink "$p/ns/net" 2>/dev/null) || continue
-        m=$(readlink "$p/ns/mnt" 2>/dev/null) || continue
-        for f in "${ids[@]}"; do
-          if [[ "$n" == "$f" || "$m" == "$f" ]]; then pids+=("${p#/proc/}"); break; fi
-        done
-      done
-    fi
+    for f in "${ids[@]}"; do
+      # -lname takes a pattern: "net:[4026531833]" becomes "net:?4026531833?".
+      mapfile -t -O "${#pids[@]}" pids < <(find /proc/[0-9]*/ns -maxdepth 1 \( -name net -o -name mnt \) \
+        -lname "${f//[\[\]]/?}" 2>/dev/null | cut -d/ -f3 | grep -vx -e "$$" -e "$BASHPID" | sort -u)
+    done
     for f in /sys/fs/cgroup/pids/kubepods/cgroup.procs /sys/fs/cgroup/pids/kubepods/*/cgroup.procs \
       /sys/fs/cgroup/pids/kubepods/*/*/cgroup.procs /sys/fs/cgroup/pids/kubepods/*/*/*/cgroup.procs; do
       [[ -f "$f" ]] && mapfile -t -O "${#pids[@]}" pids <"$f"
@@ -188,7 +182,7 @@ kill_cluster() {
 
 cleanup_host() {
   local rc=$?
-  trap - EXIT
+  trap - EXIT ERR
   set +e
   if [[ "$KEEP" == 1 && -s "${RUN}/kube-apiserver.pid" ]]; then
     log "KEEP=1: the cluster stays up. Use it with:"
