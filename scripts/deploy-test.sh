@@ -206,6 +206,9 @@ setup_netns() {
   ip -n "$NS" link add tsnode0 type bridge
   ip -n "$NS" addr add "${NODE_IP}/24" dev tsnode0
   ip -n "$NS" link set tsnode0 up
+  # Service addresses (no kube-proxy; see the DNAT rule in inner) need a
+  # route for the DNAT in OUTPUT to see the packet.
+  ip -n "$NS" route add 10.96.0.0/16 dev tsnode0
 }
 
 # ----------------------------------------------------------------- level 1
@@ -486,7 +489,7 @@ start_apiserver() {
     --authentication-kubeconfig="$KUBECONFIG" --authorization-kubeconfig="$KUBECONFIG" \
     --leader-elect=false --cert-dir="${RUN}/kcm" --bind-address=127.0.0.1 \
     --service-account-private-key-file="$p/sa.key" --root-ca-file="$p/ca.crt" \
-    --use-service-account-credentials=false --controllers='*,-nodeipam,-cloud-node-lifecycle'
+    --use-service-account-credentials=false
   bg kube-scheduler kube-scheduler --kubeconfig="$KUBECONFIG" \
     --authentication-kubeconfig="$KUBECONFIG" --authorization-kubeconfig="$KUBECONFIG" \
     --leader-elect=false --cert-dir="${RUN}/scheduler" --bind-address=127.0.0.1
@@ -636,6 +639,7 @@ level_node() {
 
   # A demo pod in its own network namespace, then pod mode.
   kubectl create namespace demo >/dev/null
+  wait_for 60 "service account demo/default" kubectl -n demo get serviceaccount default
   kubectl -n demo run web --image="$DEMO_IMAGE" --image-pull-policy=IfNotPresent --restart=Never \
     --command -- /bin/busybox httpd -f -p 8080 -h / >/dev/null
   kubectl -n demo wait pod/web --for=condition=Ready --timeout=120s >/dev/null ||
