@@ -764,9 +764,9 @@ images_for_node() {
   cp /bin/busybox "${D}/demo/busybox"
   printf 'FROM scratch\nCOPY busybox /bin/busybox\nUSER 65534:65534\n' >"${D}/demo/Containerfile"
   podman build --pull=never --network=none --quiet -t "$DEMO_IMAGE" -f "${D}/demo/Containerfile" "${D}/demo" >/dev/null
-  podman save --format docker-archive -o "${RUN}/pause.tar" "$PAUSE_IMAGE"
-  podman save --format docker-archive -o "${RUN}/demo.tar" "$DEMO_IMAGE"
-  podman save --format docker-archive -o "${RUN}/exporter.tar" "$IMAGE"
+  podman save --quiet --format docker-archive -o "${RUN}/pause.tar" "$PAUSE_IMAGE"
+  podman save --quiet --format docker-archive -o "${RUN}/demo.tar" "$DEMO_IMAGE"
+  podman save --quiet --format docker-archive -o "${RUN}/exporter.tar" "$IMAGE"
 }
 
 clean() {
