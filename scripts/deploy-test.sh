@@ -98,7 +98,11 @@ build_kubernetes() {
   local stamp
   stamp=$(cat "${ROOT}/deploy/k8s/go.mod" "${ROOT}/deploy/k8s/go.sum" | sha256sum | cut -c1-16)
   if [[ -f "${BIN}/.stamp" && "$(cat "${BIN}/.stamp")" == "$stamp" ]]; then
-    return
+    local b missing=0
+    for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; do
+      [[ -x "${BIN}/$b" ]] || missing=1
+    done
+    ((missing)) || return 0
   fi
   log "building Kubernetes from deploy/k8s (several minutes cold)"
   mkdir -p "$BIN"
