@@ -686,26 +686,28 @@ level_prometheus() {
   log "== level prometheus: scrape through the Service's endpoints, rules, dashboards"
   local p="${RUN}/pki" rules="${CHART}/files/tcpstate.rules.yml" t=$SECONDS
   mkdir -p "${RUN}/prometheus"
-  # What the chart's ServiceMonitor selects, as Prometheus' own Kubernetes
-  # discovery: the endpoints of the Service with the chart's selector
-  # labels, port http-metrics; job from the jobLabel (app.kubernetes.io/name).
+  # What the chart's ServiceMonitor selects: the endpoints of the Service
+  # with the chart's selector labels, port http-metrics; job from its
+  # jobLabel (app.kubernetes.io/name). Debian's Prometheus is built without
+  # Kubernetes discovery, so the endpoints are read from the API server here
+  # and given to Prometheus as a file_sd target list.
+  local svc
+  svc=$(kubectl -n tcpstate get service -l app.kubernetes.io/name=tcpstate-exporter,app.kubernetes.io/instance=tcpstate -o jsonpath='{.items[0].metadata.name}')
+  wait_for 60 "endpoints of service ${svc}" bash -c "kubectl -n tcpstate get endpointslices -l kubernetes.io/service-name=${svc} -o json |
+    jq -e '[.items[] | .endpoints[]? | select(.conditions.ready)] | length > 0'"
+  kubectl -n tcpstate get endpointslices -l "kubernetes.io/service-name=${svc}" -o json | jq --arg svc "$svc" '
+    [.items[] | (.ports[] | select(.name == "http-metrics") | .port) as $port |
+     .endpoints[] | select(.conditions.ready) |
+     {targets: [.addresses[0] + ":" + ($port | tostring)],
+      labels: {job: "tcpstate-exporter", service: $svc, pod: (.targetRef.name // "")}}]' >"${RUN}/prometheus/targets.json"
+  log "ServiceMonitor endpoints: $(jq -c '[.[].targets[0]]' "${RUN}/prometheus/targets.json")"
   cat >"${RUN}/prometheus/prometheus.yml" <<EOF
 global: {scrape_interval: 2s, evaluation_interval: 2s}
 rule_files: ["${rules}"]
 scrape_configs:
-  - job_name: serviceMonitor/tcpstate/tcpstate-tcpstate-exporter/0
+  - job_name: tcpstate-exporter
     honor_labels: true
-    kubernetes_sd_configs:
-      - role: endpoints
-        api_server: https://${NODE_IP}:6443
-        namespaces: {names: [tcpstate]}
-        tls_config: {ca_file: ${p}/ca.crt, cert_file: ${p}/admin.crt, key_file: ${p}/admin.key}
-    relabel_configs:
-      - {source_labels: [__meta_kubernetes_service_label_app_kubernetes_io_name], regex: tcpstate-exporter, action: keep}
-      - {source_labels: [__meta_kubernetes_service_label_app_kubernetes_io_instance], regex: tcpstate, action: keep}
-      - {source_labels: [__meta_kubernetes_endpoint_port_name], regex: http-metrics, action: keep}
-      - {source_labels: [__meta_kubernetes_service_label_app_kubernetes_io_name], target_label: job}
-      - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
+    file_sd_configs: [{files: ["${RUN}/prometheus/targets.json"]}]
 EOF
   promtool check config "${RUN}/prometheus/prometheus.yml" >/dev/null
   bg prometheus prometheus --config.file="${RUN}/prometheus/prometheus.yml" \
