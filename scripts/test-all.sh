@@ -59,3 +59,7 @@ echo "== go test (all packages, real kernel, real Prometheus and Alertmanager)"
 go test -p 1 -count=1 -timeout 40m ./...
 echo "== fuzz targets, bounded"
 scripts/fuzz-all.sh "${FUZZTIME:-10s}"
+echo "== deployment: the image and the chart on a real Kubernetes node"
+# Last and alone: it builds Kubernetes on both cores, then runs etcd, an API
+# server, a node and Prometheus in a namespace of its own (see the script).
+scripts/deploy-test.sh all
