@@ -649,7 +649,9 @@ level_node() {
   kubectl -n demo wait pod/web --for=condition=Ready --timeout=120s >/dev/null ||
     { kubectl -n demo describe pod web >&2; fail "demo pod not Ready"; }
   t=$SECONDS
-  helm upgrade tcpstate "$CHART" --namespace tcpstate "${sets[@]}" --set netnsMode=all \
+  # Pod mode with the eBPF events on (events.enabled adds CAP_BPF and
+  # CAP_PERFMON): every dashboard, the events one included, must show data.
+  helm upgrade tcpstate "$CHART" --namespace tcpstate "${sets[@]}" --set netnsMode=all --set events.enabled=true \
     --wait --timeout 180s >"${RUN}/logs/helm.log" 2>&1 ||
     { cat "${RUN}/logs/helm.log" >&2; kubectl -n tcpstate describe pods >&2; fail "helm upgrade to pod mode"; }
   kubectl -n tcpstate rollout status ds/"$(dsname tcpstate)" --timeout=120s >/dev/null
@@ -666,6 +668,9 @@ level_node() {
     fail "pod mode: the exporter's log has permission errors (above)"
   fi
   log "pod mode: exporter log ($(wc -l <"${RUN}/logs/exporter-pod.log") lines) free of permission errors"
+  grep -q 'tcpstate_resets_received_total' "${RUN}/metrics.txt" ||
+    { grep -i event "${RUN}/logs/exporter-pod.log" >&2; fail "pod mode with events.enabled: no event series"; }
+  log "pod mode: eBPF events on ($(grep -ci 'event' "${RUN}/logs/exporter-pod.log") log lines about events)"
 
   # Pod Security baseline: the DaemonSet is accepted, its pods refused.
   kubectl create namespace psa-baseline >/dev/null
