@@ -38,7 +38,8 @@ func New(cfg Config) (*Detectors, error) {
 
 // Evaluate runs every detector over h and returns their findings, in the
 // order TCPSynRecvSurge, TCPAcceptQueueOverflow, TCPCloseWaitLeak,
-// TCPTimeWaitExhaustion, TCPResetStorm, TCPOrphanPressure. It returns nil
+// TCPTimeWaitExhaustion, TCPResetStorm, TCPOrphanPressure,
+// TCPHalfOpenSuspect. It returns nil
 // for an empty history.
 func (d *Detectors) Evaluate(h *History) []Finding {
 	if h == nil || h.Len() == 0 {
@@ -51,6 +52,7 @@ func (d *Detectors) Evaluate(h *History) []Finding {
 	out = append(out, TimeWaitExhaustion(&d.cfg, h)...)
 	out = append(out, ResetStorm(&d.cfg, h)...)
 	out = append(out, OrphanPressure(&d.cfg, h)...)
+	out = append(out, HalfOpenSuspect(&d.cfg, h)...)
 	return out
 }
 
