@@ -57,6 +57,13 @@ type Options struct {
 	Detect detect.Config
 	// Logger receives dump failures; default slog.Default().
 	Logger *slog.Logger
+	// HalfOpenInterval is the shortest time between two half-open sweeps
+	// (see Sweep); the CPU budget may space them further. Zero means
+	// DefaultHalfOpenInterval, negative disables the sweep.
+	HalfOpenInterval time.Duration
+	// MaxHalfOpenGroups bounds the half-open groups per sweep; the rest
+	// fold into port and command "other". Default 100.
+	MaxHalfOpenGroups int
 	// OnSample, when set, is called after every successful sample, on the
 	// sampling goroutine, once the sample's findings are published.
 	OnSample func(*Sample)
@@ -133,6 +140,8 @@ type View struct {
 	KernelErrors map[string]uint64
 	// Ready is true once a full sample exists.
 	Ready bool
+	// HalfOpen is the half-open sweep's state.
+	HalfOpen HalfOpenView
 }
 
 // Sampler samples one network namespace.
@@ -143,6 +152,7 @@ type Sampler struct {
 	sch    schedule
 	reader *procnet.Reader
 	det    *detect.Detectors
+	sweep  *sweeper
 	// run serialises Sample; hist and kernFailing belong to its holder.
 	run         sync.Mutex
 	hist        *detect.History
@@ -178,6 +188,7 @@ func NewSampler(opts Options) *Sampler {
 		s.kernErrs[f] = 0
 	}
 	s.sch = schedule{interval: opts.Interval, budget: opts.CPUBudget}
+	s.sweep = newSweeper(&s.opts)
 	s.history = newRing(int(opts.Window/opts.Interval) + 2)
 	s.hist = detect.NewHistory(opts.Detect.History, min(int(opts.Detect.History/opts.Interval)+2, 3600))
 	return s
@@ -283,6 +294,7 @@ func (s *Sampler) summaryLocked(smp *Sample, merged *Counts) detect.Summary {
 		sum.DestinationsTime = s.full.Time
 		sum.TimeWait = merged.Get(diag.AFInet, diag.TimeWait) + merged.Get(diag.AFInet6, diag.TimeWait)
 	}
+	s.halfOpenSummaryLocked(&sum)
 	return sum
 }
 
@@ -318,14 +330,15 @@ func (s *Sampler) dump(kind Kind, kern *Kernel) (*Sample, error) {
 	return smp, nil
 }
 
-// Close releases the sock_diag connection.
+// Close releases the sock_diag connections.
 func (s *Sampler) Close() error {
+	errSweep := s.closeSweep()
 	if s.conn == nil {
-		return nil
+		return errSweep
 	}
 	err := s.conn.Close()
 	s.conn = nil
-	return err
+	return errors.Join(err, errSweep)
 }
 
 // mergedLocked combines the latest full and rare samples.
@@ -374,6 +387,7 @@ func (s *Sampler) View(now time.Time) View {
 	v.KernelErrors = maps.Clone(s.kernErrs)
 	v.Stats[Full].Planned = s.sch.fullInterval()
 	v.Stats[Rare].Planned = s.sch.rareInterval()
+	v.HalfOpen = s.halfOpenViewLocked()
 	return v
 }
 
@@ -408,6 +422,7 @@ func (s *Sampler) Run(ctx context.Context) {
 				lastErr = msg
 			}
 		}
+		s.sweepIfDue(time.Now())
 		wait := s.sch.rareInterval() - time.Since(start)
 		if wait < 0 {
 			wait = 0
@@ -432,6 +447,17 @@ type schedule struct {
 	mu      sync.Mutex
 	fullCPU float64 // seconds, exponentially weighted
 	rareCPU float64
+	// reserved is the CPU (seconds per second) other work, the half-open
+	// sweep, takes out of the budget.
+	reserved float64
+}
+
+// reserve sets the CPU rate (seconds per second) taken by the half-open
+// sweep, which full dumps leave to it, down to their floor.
+func (sc *schedule) reserve(rate float64) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	sc.reserved = rate
 }
 
 const ewmaWeight = 0.3
@@ -474,7 +500,7 @@ func (sc *schedule) fullInterval() time.Duration {
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	ri := sc.rareIntervalLocked().Seconds()
-	left := max(sc.budget-sc.rareCPU/ri, (1-rareShare)*sc.budget)
+	left := max(sc.budget-sc.rareCPU/ri-sc.reserved, (1-rareShare-sweepShare)*sc.budget)
 	// A full dump replaces the rare dump of its cycle, so it costs only
 	// the difference.
 	extra := sc.fullCPU - sc.rareCPU
