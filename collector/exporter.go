@@ -99,6 +99,7 @@ type Exporter struct {
 	cwSockets, cwOldest, cwUntracked       *prometheus.Desc
 	orphans, sysctl, kernelErrors          *prometheus.Desc
 	netstat                                []netstatDesc
+	ho                                     halfOpenDescs
 }
 
 // netstatDesc is one kernel counter exported as tcpstate_netstat_<name>_total.
@@ -155,6 +156,7 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 	dest := []string{"family", "local_address", "remote_address", "remote_port"}
 	return &Exporter{
 		netstat:      ns,
+		ho:           newHalfOpenDescs(d),
 		destUsed:     d("destination_local_ports_used", "Outbound sockets (TIME_WAIT included) holding a local port towards a destination, from the latest full sample.", dest...),
 		destTW:       d("destination_time_wait", "Outbound sockets towards a destination that are in TIME_WAIT, from the latest full sample.", dest...),
 		portsUsable:  d("local_ports_usable", "Local ports connect() can pick: the size of net.ipv4.ip_local_port_range minus net.ipv4.ip_local_reserved_ports."),
@@ -196,6 +198,7 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	for _, n := range e.netstat {
 		ch <- n.desc
 	}
+	e.ho.describe(ch)
 }
 
 // Collect sends the metrics of every target's latest samples, folding the
@@ -488,6 +491,7 @@ func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, t Target, v View, 
 			gauge(e.unknown, float64(smp.Unknown), kn)
 		}
 	}
+	e.collectHalfOpen(ch, t.Labels, &v, now)
 	if !v.Ready {
 		// No full sample yet: report no socket counts rather than zeros.
 		return
