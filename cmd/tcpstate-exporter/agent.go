@@ -38,7 +38,7 @@ type agent struct {
 }
 
 func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
-	return collector.Options{
+	o := collector.Options{
 		Interval:  cfg.interval,
 		CPUBudget: cfg.budget,
 		Window:    cfg.window,
@@ -46,6 +46,8 @@ func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
 		Logger:    logger,
 		Detect:    cfg.detect.cfg,
 	}
+	cfg.halfOpen.apply(&o)
+	return o
 }
 
 func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {

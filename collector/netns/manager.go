@@ -467,6 +467,14 @@ func (m *Manager) sampleOne(e *entry, p plan) (cost time.Duration, ran bool) {
 	} else {
 		*avg = (1-ewmaWeight)**avg + ewmaWeight*c
 	}
+	// The namespace's half-open sweep, when due, paces the loop too.
+	if e.s.SweepDue(time.Now()) {
+		if ho, err := e.s.Sweep(); err == nil {
+			used += ho.Dump.CPU
+		} else {
+			m.cfg.Logger.Debug("half-open sweep failed", "netns", e.label, "err", err)
+		}
+	}
 	return used, true
 }
 
