@@ -53,6 +53,7 @@ func runSnapshot(cfg *config, stdout, stderr io.Writer) int {
 		Wait:     cfg.snapshot.wait,
 		Detect:   cfg.detect.cfg,
 		Findings: findingsFor,
+		HalfOpen: cfg.halfOpen.interval > 0,
 	}
 	if cfg.netns == "all" {
 		opts.ProcRoot = cfg.procRoot
@@ -182,6 +183,8 @@ type snapshotOptions struct {
 	// Findings runs the detectors over the samples; nil when they are not
 	// available.
 	Findings func(collector.Target) []detect.Finding
+	// HalfOpen runs one half-open sweep after the full dump.
+	HalfOpen bool
 }
 
 // snapshot is what the snapshot subcommand prints.
@@ -197,6 +200,11 @@ type snapshot struct {
 	// Findings are nil with FindingsOK false when no detector is wired.
 	Findings   []detect.Finding
 	FindingsOK bool
+	// HalfOpen is the half-open sweep, nil when none ran; HalfOpenErr its
+	// failure.
+	HalfOpen        *collector.HalfOpenSample
+	HalfOpenErr     error
+	HalfOpenMinIdle time.Duration
 }
 
 // takeSnapshots samples every target once fully, then (after opts.Wait,
@@ -224,6 +232,9 @@ func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshot
 			continue
 		}
 		snaps[i] = &snapshot{Namespace: t.Namespace, Dumps: 1, Sockets: full.Dump.Sockets}
+		if opts.HalfOpen {
+			snaps[i].sweep(s, opts.Detect)
+		}
 	}
 	if opts.Wait > 0 {
 		t := time.NewTimer(opts.Wait)
@@ -352,6 +363,10 @@ func (s *snapshot) write(w io.Writer) error {
 		if more := len(rl) - maxRiskListeners; more > 0 {
 			fmt.Fprintf(w, "... and %d more\n", more)
 		}
+	}
+
+	if err := s.writeHalfOpen(w); err != nil {
+		return err
 	}
 
 	if !s.FindingsOK {
