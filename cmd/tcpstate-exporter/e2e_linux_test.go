@@ -149,7 +149,9 @@ func TestE2ESocketCountsAreExact(t *testing.T) {
 		wantFam[fam] = c
 	}
 
-	client, _ := exporterInNetns(t, ctx, srv, bin)
+	// A short half-open idle time and sweep interval: the fixture's idle
+	// connections (no keepalive) show as half-open suspects in the golden.
+	client, _ := exporterInNetns(t, ctx, srv, bin, "--halfopen.interval=1s", "--halfopen.min-idle=1s")
 	// The exporter's listener and the test's one kept-alive scrape
 	// connection are IPv4 sockets in the namespace too.
 	own := wantFam[fixture.IPv4]
