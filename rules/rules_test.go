@@ -28,6 +28,7 @@ const (
 var detectorAlerts = []string{
 	"TCPSynRecvSurge", "TCPAcceptQueueOverflow", "TCPCloseWaitLeak",
 	"TCPTimeWaitExhaustion", "TCPResetStorm", "TCPOrphanPressure",
+	"TCPHalfOpenSuspect",
 }
 
 type rule struct {
