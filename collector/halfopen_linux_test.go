@@ -21,9 +21,10 @@ import (
 	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 )
 
-// watchSweeping starts a Sampler in ns like watch, with the half-open
-// sweep every second, and returns the Sampler too.
-func watchSweeping(t *testing.T, ns *fixture.Netns, cfg detect.Config) (*watcher, *collector.Sampler) {
+// watchWith starts a Sampler with opts in ns (Dial, InNetns, the
+// lookup timeout, the logger and OnSample are set here), records every
+// evaluation, and stops it at the end of the test.
+func watchWith(t *testing.T, ns *fixture.Netns, opts collector.Options) (*watcher, *collector.Sampler) {
 	t.Helper()
 	f, err := os.Open(ns.Path())
 	if err != nil {
@@ -31,20 +32,20 @@ func watchSweeping(t *testing.T, ns *fixture.Netns, cfg detect.Config) (*watcher
 	}
 	w := &watcher{t: t, ns: ns}
 	var s *collector.Sampler
-	s = collector.NewSampler(collector.Options{
-		Dial:             func() (*diag.Conn, error) { return diag.Dial(&diag.Config{NetNS: int(f.Fd())}) },
-		InNetns:          ns.Do,
-		Detect:           cfg,
-		HalfOpenInterval: time.Second,
-		LookupTimeout:    3 * time.Second,
-		Logger:           slog.New(slog.NewTextHandler(io.Discard, nil)),
-		OnSample: func(*collector.Sample) {
-			fs := s.Findings()
-			w.mu.Lock()
-			w.evals = append(w.evals, evaluation{at: time.Now(), findings: fs})
-			w.mu.Unlock()
-		},
-	})
+	opts.Dial = func() (*diag.Conn, error) { return diag.Dial(&diag.Config{NetNS: int(f.Fd())}) }
+	opts.InNetns = ns.Do
+	// The shared test machine may hold hundreds of thousands of
+	// descriptors in other tests' processes: give the real owner lookup
+	// room to scan them all.
+	opts.LookupTimeout = 3 * time.Second
+	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	opts.OnSample = func(*collector.Sample) {
+		fs := s.Findings()
+		w.mu.Lock()
+		w.evals = append(w.evals, evaluation{at: time.Now(), findings: fs})
+		w.mu.Unlock()
+	}
+	s = collector.NewSampler(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.Run(ctx) }()
@@ -168,7 +169,7 @@ func TestScenarioHalfOpen(t *testing.T) {
 	cfg := detect.DefaultConfig()
 	cfg.HalfOpenMinIdle = 3 * time.Second
 	cfg.HalfOpenMinCount = 10
-	w, s := watchSweeping(t, server, cfg)
+	w, s := watchWith(t, server, collector.Options{Detect: cfg, HalfOpenInterval: time.Second})
 
 	// Wildcard listeners: the chatty clients use the server's loopback,
 	// which outlives the veth pair (it goes with the client namespace).

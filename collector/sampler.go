@@ -213,13 +213,7 @@ func (s *Sampler) Sample(kind Kind) (*Sample, error) {
 		s.mu.Unlock()
 		return nil, err
 	}
-	st.CPU += smp.Dump.CPU
-	if !st.LastTime.IsZero() {
-		st.Interval = smp.Time.Sub(st.LastTime)
-	}
-	st.LastTime = smp.Time
-	st.LastDuration = smp.Dump.Wall
-	st.LastSockets = smp.Dump.Sockets
+	st.record(smp.Time, &smp.Dump)
 	if kind == Full {
 		s.full = smp
 	} else {

@@ -173,13 +173,7 @@ func (s *Sampler) Sweep() (*HalfOpenSample, error) {
 		st.Errors++
 		return nil, err
 	}
-	st.CPU += smp.Dump.CPU
-	if !st.LastTime.IsZero() {
-		st.Interval = smp.Time.Sub(st.LastTime)
-	}
-	st.LastTime = smp.Time
-	st.LastDuration = smp.Dump.Wall
-	st.LastSockets = smp.Dump.Sockets
+	st.record(smp.Time, &smp.Dump)
 	sw.latest = smp
 	c := smp.Dump.CPU.Seconds()
 	if sw.cost == 0 {
@@ -371,6 +365,17 @@ func (s *Sampler) groupSuspects(untracked uint64) ([]detect.HalfOpenGroup, int) 
 		gs = gs[:sw.maxGroups:sw.maxGroups]
 	}
 	return append(gs, other), folded
+}
+
+// record adds a successful dump, started at t, to the statistics.
+func (st *KindStats) record(t time.Time, d *diag.Stats) {
+	st.CPU += d.CPU
+	if !st.LastTime.IsZero() {
+		st.Interval = t.Sub(st.LastTime)
+	}
+	st.LastTime = t
+	st.LastDuration = d.Wall
+	st.LastSockets = d.Sockets
 }
 
 // halfOpenSummaryLocked gives the detectors the latest sweep's groups while

@@ -88,6 +88,20 @@ func fmtFloat(v float64) string {
 
 func fmtUint(v uint64) string { return strconv.FormatUint(v, 10) }
 
+// owner words a group's owning process: its command ("an unknown process"
+// when none was found) and its PIDs as a comma list.
+func owner(command string, pids []int) (who, pidList string) {
+	who = command
+	if who == "" {
+		who = "an unknown process"
+	}
+	ps := make([]string, 0, len(pids))
+	for _, p := range pids {
+		ps = append(ps, strconv.Itoa(p))
+	}
+	return who, strings.Join(ps, ",")
+}
+
 func fmtDuration(d time.Duration) string { return d.Round(time.Second).String() }
 
 func listenerAddr(k ListenerKey) string { return netip.AddrPortFrom(k.Addr, k.Port).String() }
@@ -445,18 +459,11 @@ func CloseWaitLeak(cfg *Config, h *History) []Finding {
 		if len(reasons) == 0 {
 			continue
 		}
-		who := g.Command
-		if who == "" {
-			who = "an unknown process"
-		}
-		pids := make([]string, 0, len(g.PIDs))
-		for _, p := range g.PIDs {
-			pids = append(pids, strconv.Itoa(p))
-		}
+		who, pids := owner(g.Command, g.PIDs)
 		ev := map[string]string{
 			"port":        g.Port,
 			"command":     g.Command,
-			"pids":        strings.Join(pids, ","),
+			"pids":        pids,
 			"sockets":     fmtUint(g.Count),
 			"old_sockets": fmtUint(g.Old),
 			"oldest_age":  fmtDuration(g.Oldest),

@@ -74,19 +74,12 @@ func HalfOpenSuspect(cfg *Config, h *History) []Finding {
 		if g.Count < cfg.HalfOpenMinCount {
 			continue
 		}
-		who := g.Command
-		if who == "" {
-			who = "an unknown process"
-		}
-		pids := make([]string, 0, len(g.PIDs))
-		for _, p := range g.PIDs {
-			pids = append(pids, strconv.Itoa(p))
-		}
+		who, pids := owner(g.Command, g.PIDs)
 		ev := map[string]string{
 			"port":        g.Port,
 			"listeners":   strings.Join(g.Listeners, ","),
 			"command":     g.Command,
-			"pids":        strings.Join(pids, ","),
+			"pids":        pids,
 			"connections": fmtUint(g.Count),
 			"oldest_idle": fmtDuration(g.OldestIdle),
 			"min_idle":    fmtDuration(cfg.HalfOpenMinIdle),
