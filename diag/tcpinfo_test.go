@@ -121,22 +121,13 @@ func TestTCPInfoAllocs(t *testing.T) {
 func recordedTCPInfos(f *testing.F) [][]byte {
 	f.Helper()
 	var out [][]byte
-	for _, rec := range recordedDumps(f) {
-		for _, d := range diagtest.UnmarshalDatagrams(rec) {
-			for len(d) > 0 {
-				_, body, rest, err := diag.NextMessage(d)
-				if err != nil {
-					break
-				}
-				d = rest
-				var s diag.Socket
-				if diag.DecodeSocket(body, &s) != nil {
-					continue
-				}
-				if p, ok, _ := diag.FindAttr(s.Attrs, diag.AttrInfo); ok {
-					out = append(out, p)
-				}
-			}
+	for _, body := range recordedBodies(f) {
+		var s diag.Socket
+		if diag.DecodeSocket(body, &s) != nil {
+			continue
+		}
+		if p, ok, _ := diag.FindAttr(s.Attrs, diag.AttrInfo); ok {
+			out = append(out, p)
 		}
 	}
 	files, _ := filepath.Glob(filepath.Join("testdata", "tcpinfo-*.bin"))
