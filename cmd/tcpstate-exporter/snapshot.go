@@ -223,6 +223,10 @@ func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshot
 			InNetns:  t.InNetns,
 			Detect:   opts.Detect,
 			Logger:   slog.New(slog.DiscardHandler),
+			// A one-off run can afford to scan every process's
+			// descriptors for the owners of CLOSE_WAIT and half-open
+			// sockets (about 3.5 us per descriptor).
+			LookupTimeout: snapshotLookupTimeout,
 		})
 		defer s.Close()
 		samplers[i] = s

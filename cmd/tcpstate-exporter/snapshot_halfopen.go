@@ -15,6 +15,10 @@ import (
 // maxHalfOpenRows is how many half-open groups the snapshot prints.
 const maxHalfOpenRows = 20
 
+// snapshotLookupTimeout bounds the snapshot's owner lookups: about 850,000
+// open descriptors.
+const snapshotLookupTimeout = 3 * time.Second
+
 // sweep runs the half-open sweep of the snapshot's sampler.
 func (s *snapshot) sweep(smp *collector.Sampler, cfg detect.Config) {
 	if cfg == (detect.Config{}) {

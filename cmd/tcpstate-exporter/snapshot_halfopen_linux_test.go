@@ -49,15 +49,26 @@ func TestSnapshotHalfOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The owner lookup is bounded (3 s, about 850,000 descriptors): on a
+	// host where other work holds more, it may stop before this process.
+	// Everything else must hold either way.
+	owner := strings.TrimSpace(string(comm))
 	row := rowFields(out, port)
-	want := []string{port, strings.TrimSpace(string(comm)), strconv.Itoa(os.Getpid()), "12"}
-	if len(row) != 7 || strings.Join(row[:4], " ") != strings.Join(want, " ") || row[5] != set.Listeners()[0].String() {
-		t.Errorf("listener row %v, want %v ... %v", row, want, set.Listeners()[0])
+	if len(row) != 7 || row[3] != "12" || row[5] != set.Listeners()[0].String() || row[6] != "127.0.0.1" {
+		t.Fatalf("listener row %v, want port %s, 12 connections, listener %v, remote 127.0.0.1", row, port, set.Listeners()[0])
+	}
+	switch {
+	case row[1] == owner && row[2] == strconv.Itoa(os.Getpid()):
+	case row[1] == "-" && row[2] == "-":
+		t.Logf("owner lookup cut short by its bound on this host; %s not named", owner)
+		owner = ""
+	default:
+		t.Errorf("listener row %v names %s %s, want %s %d", row, row[1], row[2], owner, os.Getpid())
 	}
 	if row := rowFields(out, "ephemeral"); len(row) != 7 || row[3] != "12" || row[6] != "127.0.0.1" {
 		t.Errorf("ephemeral row %v, want 12 connections to 127.0.0.1", row)
 	}
-	if !strings.Contains(out, `warning  TCPHalfOpenSuspect  {command="`+want[1]+`", port="`+port+`"}  value=12`) {
-		t.Errorf("no TCPHalfOpenSuspect finding for port %s", port)
+	if !strings.Contains(out, `warning  TCPHalfOpenSuspect  {command="`+owner+`", port="`+port+`"}  value=12`) {
+		t.Errorf("no TCPHalfOpenSuspect finding for port %s and command %q", port, owner)
 	}
 }
