@@ -195,7 +195,7 @@ func leaks() *dashboard {
 	l.add(8, 8, timeseries("Half-open sweep: share of the CPU budget", []target{
 		q(sel(`tcpstate_halfopen_sweep_budget_share{{SEL}}`, selNode), "{{instance}} {{netns}}"),
 	}, withUnit("percentunit"), withThresholds(steps(0.25, "orange"), "line"),
-		withDescription("The sweep asks for INET_DIAG_INFO (three times a full dump's cost) and is spaced to take at most a quarter of --sample.cpu-budget.")))
+		withDescription("The sweep asks for INET_DIAG_INFO (about 1.35x to 1.6x a full dump's CPU, BENCHMARKS.md) and is spaced to take at most a quarter of --sample.cpu-budget.")))
 	l.add(8, 8, timeseries("Half-open sweep interval", []target{
 		q(sel(`tcpstate_sample_interval_seconds{kind="halfopen", {SEL}}`, selNode), "{{instance}} {{netns}} actual"),
 		q(sel(`tcpstate_sample_interval_planned_seconds{kind="halfopen", {SEL}}`, selNode), "{{instance}} {{netns}} planned"),
