@@ -105,6 +105,7 @@ type Exporter struct {
 	cwSockets, cwOldest, cwUntracked       *prometheus.Desc
 	orphans, sysctl, kernelErrors          *prometheus.Desc
 	netstat                                []netstatDesc
+	ho                                     halfOpenDescs
 	// parts maps each Desc to its part of the collection, for
 	// tcpstate_scrape_errors_total.
 	parts map[*prometheus.Desc]string
@@ -167,6 +168,7 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 	dest := []string{"family", "local_address", "remote_address", "remote_port"}
 	e := &Exporter{
 		netstat:      ns,
+		ho:           newHalfOpenDescs(d),
 		destUsed:     d("destination_local_ports_used", "Outbound sockets (TIME_WAIT included) holding a local port towards a destination, from the latest full sample.", dest...),
 		destTW:       d("destination_time_wait", "Outbound sockets towards a destination that are in TIME_WAIT, from the latest full sample.", dest...),
 		portsUsable:  d("local_ports_usable", "Local ports connect() can pick: the size of net.ipv4.ip_local_port_range minus net.ipv4.ip_local_reserved_ports."),
@@ -251,6 +253,7 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	for _, n := range e.netstat {
 		ch <- n.desc
 	}
+	e.ho.describe(ch)
 }
 
 // Collect sends the metrics of every target's latest samples, folding the
@@ -542,6 +545,9 @@ func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, pe partErrors, t T
 	}
 	pe.merge(errs)
 	for _, k := range Kinds {
+		if k == HalfOpen && !v.HalfOpen.Enabled {
+			continue
+		}
 		ks := v.Stats[k]
 		kn := k.String()
 		counter(e.dumps, float64(ks.Dumps), kn)
@@ -573,6 +579,7 @@ func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, pe partErrors, t T
 		gauge(e.ehashPrivate, private)
 		gauge(e.ehashEntries, float64(v.Ehash.Entries))
 	}
+	e.collectHalfOpen(gauge, &v)
 	if !v.Ready {
 		// No full sample yet: report no socket counts rather than zeros.
 		return

@@ -34,6 +34,7 @@ var runbookPrefix = tcpstate.RunbookBase()
 var detectorAlerts = []string{
 	"TCPSynRecvSurge", "TCPAcceptQueueOverflow", "TCPCloseWaitLeak",
 	"TCPTimeWaitExhaustion", "TCPResetStorm", "TCPOrphanPressure",
+	"TCPHalfOpenSuspect",
 }
 
 type rule struct {

@@ -46,7 +46,7 @@ type agent struct {
 }
 
 func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
-	return collector.Options{
+	o := collector.Options{
 		Interval:  cfg.interval,
 		CPUBudget: cfg.budget,
 		Window:    cfg.window,
@@ -55,6 +55,8 @@ func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
 		Detect:    cfg.detect.cfg,
 		ProcRoot:  cfg.procRoot,
 	}
+	cfg.halfOpen.apply(&o)
+	return o
 }
 
 func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
@@ -74,7 +76,7 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 		targets := []collector.Target{{Sampler: s}}
 		a.hostSampler = s
 		a.targets = func() []collector.Target { return targets }
-		sch := collector.NewScheduler(collector.SchedulerConfig{Interval: cfg.interval, Budget: cfg.budget, Logger: logger})
+		sch := collector.NewScheduler(collector.SchedulerConfig{Interval: cfg.interval, Budget: cfg.budget, Logger: logger, Kinds: s.Jobs()})
 		s.SetPlan(sch.Planned)
 		sch.Add(collector.HostTarget, s)
 		a.sched = sch
@@ -117,14 +119,17 @@ func (a *agent) setupAllNamespaces() error {
 	}
 	base := cfg.samplerOptions(a.logger)
 	mgr, err := netns.NewManager(netns.Config{
-		ProcRoot:     cfg.procRoot,
-		Refresh:      cfg.netnsRefresh,
-		Interval:     cfg.interval,
-		CPUBudget:    cfg.budget,
-		Logger:       a.logger,
-		PodUID:       pods.PodUID,
-		ScrapeErrors: a.scrapeErrs,
-		PodName:      pods.Lookup,
+		ProcRoot:  cfg.procRoot,
+		Refresh:   cfg.netnsRefresh,
+		Interval:  cfg.interval,
+		CPUBudget: cfg.budget,
+		// The one scheduler plans every namespace's sweep within a
+		// quarter of the budget.
+		HalfOpenInterval: base.HalfOpenInterval,
+		Logger:           a.logger,
+		PodUID:           pods.PodUID,
+		ScrapeErrors:     a.scrapeErrs,
+		PodName:          pods.Lookup,
 		NewSampler: func(h *netns.Handle) (*collector.Sampler, error) {
 			o := base
 			o.Dial, o.InNetns = h.Dial, h.Do

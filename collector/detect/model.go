@@ -126,6 +126,10 @@ type Summary struct {
 	TimeWait uint64
 	// CloseWait groups the CLOSE_WAIT sockets by local port and command.
 	CloseWait []CloseWaitGroup
+	// HalfOpen groups the half-open suspects of the latest sweep for them,
+	// taken at HalfOpenTime; empty when no recent sweep found any.
+	HalfOpen     []HalfOpenGroup
+	HalfOpenTime time.Time
 }
 
 // History is a ring of the latest summaries of one namespace, oldest first.

@@ -57,12 +57,14 @@ func TestReaderFakeRoot(t *testing.T) {
 	want := Sysctls{
 		PortRange: PortRange{32768, 60999}, ReservedPorts: []PortRange{},
 		TCPTWReuse: 2, TCPMaxTWBuckets: 131072, Somaxconn: 4096, TCPMaxSynBacklog: 2048,
-		TCPSyncookies: 1, TCPMaxOrphans: 131072, TCPFinTimeout: 60, Present: 1<<numSysctls - 1,
+		TCPSyncookies: 1, TCPMaxOrphans: 131072, TCPFinTimeout: 60,
+		TCPKeepaliveTime: 7200, TCPKeepaliveIntvl: 75, TCPKeepaliveProbes: 9, Present: 1<<numSysctls - 1,
 	}
 	if sc.PortRange != want.PortRange || len(sc.ReservedPorts) != 0 || sc.TCPTWReuse != want.TCPTWReuse ||
 		sc.TCPMaxTWBuckets != want.TCPMaxTWBuckets || sc.Somaxconn != want.Somaxconn ||
 		sc.TCPMaxSynBacklog != want.TCPMaxSynBacklog || sc.TCPSyncookies != want.TCPSyncookies ||
-		sc.TCPMaxOrphans != want.TCPMaxOrphans || sc.TCPFinTimeout != want.TCPFinTimeout || sc.Present != want.Present {
+		sc.TCPMaxOrphans != want.TCPMaxOrphans || sc.TCPFinTimeout != want.TCPFinTimeout || sc.Present != want.Present ||
+		sc.TCPKeepaliveTime != want.TCPKeepaliveTime || sc.TCPKeepaliveIntvl != want.TCPKeepaliveIntvl || sc.TCPKeepaliveProbes != want.TCPKeepaliveProbes {
 		t.Errorf("sysctls %+v, want %+v", sc, want)
 	}
 	if n, ok := sc.UsablePorts(); !ok || n != 28232 {
