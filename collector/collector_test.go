@@ -161,6 +161,7 @@ tcpstate_folded_series{kind="peers"} 0
 # HELP tcpstate_dumps_total sock_diag dumps run.
 # TYPE tcpstate_dumps_total counter
 tcpstate_dumps_total{kind="full"} 1
+tcpstate_dumps_total{kind="halfopen"} 0
 tcpstate_dumps_total{kind="listen"} 0
 tcpstate_dumps_total{kind="rare"} 0
 `

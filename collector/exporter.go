@@ -116,6 +116,7 @@ type Exporter struct {
 	cwSockets, cwOldest, cwUntracked       *prometheus.Desc
 	orphans, sysctl, kernelErrors          *prometheus.Desc
 	netstat                                []netstatDesc
+	ho                                     halfOpenDescs
 	// parts maps each Desc to its part of the collection, for
 	// tcpstate_scrape_errors_total.
 	parts  map[*prometheus.Desc]string
@@ -192,6 +193,7 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 	e := &Exporter{
 		ev:           newEventDescs(d),
 		netstat:      ns,
+		ho:           newHalfOpenDescs(d),
 		destUsed:     d("destination_local_ports_used", "Outbound sockets (TIME_WAIT included) holding a local port towards a destination, from the latest full sample.", dest...),
 		destTW:       d("destination_time_wait", "Outbound sockets towards a destination that are in TIME_WAIT, from the latest full sample.", dest...),
 		portsUsable:  d("local_ports_usable", "Local ports connect() can pick: the size of net.ipv4.ip_local_port_range minus net.ipv4.ip_local_reserved_ports."),
@@ -280,6 +282,7 @@ func (e *Exporter) Describe(ch chan<- *prometheus.Desc) {
 	}
 	e.health.describe(ch)
 	e.ev.describe(ch)
+	e.ho.describe(ch)
 }
 
 // Collect sends the metrics of every target's latest samples, folding the
@@ -573,6 +576,9 @@ func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, pe partErrors, t T
 	}
 	pe.merge(errs)
 	for _, k := range Kinds {
+		if k == HalfOpen && !v.HalfOpen.Enabled {
+			continue
+		}
 		ks := v.Stats[k]
 		kn := k.String()
 		counter(e.dumps, float64(ks.Dumps), kn)
@@ -604,6 +610,7 @@ func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, pe partErrors, t T
 		gauge(e.ehashPrivate, private)
 		gauge(e.ehashEntries, float64(v.Ehash.Entries))
 	}
+	e.collectHalfOpen(gauge, &v)
 	if !v.Ready {
 		// No full sample yet: report no socket counts rather than zeros.
 		return

@@ -23,10 +23,14 @@ const (
 	// established hash: the cheap path, read every interval with the
 	// kernel counters.
 	Listen
+	// HalfOpen is the half-open sweep: ESTABLISHED sockets only, with
+	// INET_DIAG_INFO (see Sampler.Sweep). Its dump metrics carry kind
+	// "halfopen".
+	HalfOpen
 )
 
 // Kinds lists every Kind, for iteration.
-var Kinds = [...]Kind{Full, Rare, Listen}
+var Kinds = [...]Kind{Full, Rare, Listen, HalfOpen}
 
 func (k Kind) String() string {
 	switch k {
@@ -34,6 +38,8 @@ func (k Kind) String() string {
 		return "rare"
 	case Listen:
 		return "listen"
+	case HalfOpen:
+		return kindHalfOpen
 	}
 	return "full"
 }
@@ -45,6 +51,8 @@ func (k Kind) Mask() diag.StateMask {
 		return diag.RareStates
 	case Listen:
 		return diag.MaskOf(diag.Listen)
+	case HalfOpen:
+		return diag.MaskOf(diag.Established)
 	}
 	return diag.AllStates
 }

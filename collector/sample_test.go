@@ -43,6 +43,9 @@ func defaultProcFiles() procFiles {
 		"sys/net/ipv4/tcp_syncookies":          "1\n",
 		"sys/net/ipv4/tcp_max_orphans":         "8192\n",
 		"sys/net/ipv4/tcp_fin_timeout":         "60\n",
+		"sys/net/ipv4/tcp_keepalive_time":      "7200\n",
+		"sys/net/ipv4/tcp_keepalive_intvl":     "75\n",
+		"sys/net/ipv4/tcp_keepalive_probes":    "9\n",
 	}
 }
 
@@ -283,6 +286,9 @@ tcpstate_kernel_read_errors_total{file="net.core.somaxconn"} 0
 tcpstate_kernel_read_errors_total{file="net.ipv4.ip_local_port_range"} 0
 tcpstate_kernel_read_errors_total{file="net.ipv4.ip_local_reserved_ports"} 0
 tcpstate_kernel_read_errors_total{file="net.ipv4.tcp_fin_timeout"} 0
+tcpstate_kernel_read_errors_total{file="net.ipv4.tcp_keepalive_intvl"} 0
+tcpstate_kernel_read_errors_total{file="net.ipv4.tcp_keepalive_probes"} 0
+tcpstate_kernel_read_errors_total{file="net.ipv4.tcp_keepalive_time"} 0
 tcpstate_kernel_read_errors_total{file="net.ipv4.tcp_max_orphans"} 0
 tcpstate_kernel_read_errors_total{file="net.ipv4.tcp_max_syn_backlog"} 0
 tcpstate_kernel_read_errors_total{file="net.ipv4.tcp_max_tw_buckets"} 0
@@ -306,6 +312,9 @@ tcpstate_orphan_sockets 7
 # TYPE tcpstate_sysctl gauge
 tcpstate_sysctl{name="net.core.somaxconn"} 4096
 tcpstate_sysctl{name="net.ipv4.tcp_fin_timeout"} 60
+tcpstate_sysctl{name="net.ipv4.tcp_keepalive_intvl"} 75
+tcpstate_sysctl{name="net.ipv4.tcp_keepalive_probes"} 9
+tcpstate_sysctl{name="net.ipv4.tcp_keepalive_time"} 7200
 tcpstate_sysctl{name="net.ipv4.tcp_max_syn_backlog"} 1024
 tcpstate_sysctl{name="net.ipv4.tcp_max_tw_buckets"} 5000
 tcpstate_sysctl{name="net.ipv4.tcp_syncookies"} 1

@@ -58,6 +58,13 @@ type Options struct {
 	Detect detect.Config
 	// Logger receives dump failures; default slog.Default().
 	Logger *slog.Logger
+	// HalfOpenInterval is the shortest time between two half-open sweeps
+	// (see Sweep); the CPU budget may space them further. Zero means
+	// DefaultHalfOpenInterval, negative disables the sweep.
+	HalfOpenInterval time.Duration
+	// MaxHalfOpenGroups bounds the half-open groups per sweep; the rest
+	// fold into port and command "other". Default 100.
+	MaxHalfOpenGroups int
 	// OnSample, when set, is called after every successful sample, on the
 	// sampling goroutine, once the sample's findings are published.
 	OnSample func(*Sample)
@@ -141,10 +148,13 @@ type View struct {
 	// false until it was read, and on kernels before 6.1.
 	Ehash      procnet.Ehash
 	EhashKnown bool
+	// HalfOpen is the half-open sweep's state.
+	HalfOpen HalfOpenView
 }
 
 // lane is what one goroutine of sampling owns: the dumps (rare and full)
-// or the cheap path (Listen), which run concurrently.
+// and the half-open sweep, or the cheap path (Listen), which run
+// concurrently.
 type lane struct {
 	// mu serialises the lane's samples.
 	mu     sync.Mutex
@@ -158,9 +168,10 @@ type lane struct {
 // Sampler samples one network namespace.
 type Sampler struct {
 	opts  Options
-	dumps lane // rare and full dumps
+	dumps lane // rare and full dumps, and the half-open sweep
 	cheap lane // Listen samples
 	det   *detect.Detectors
+	sweep *sweeper
 
 	// eval guards the detectors' history and what the two lanes share:
 	// kernFailing and the latest sysctls.
@@ -221,8 +232,14 @@ func NewSampler(opts Options) *Sampler {
 	}
 	s.dumps.agg.health.setRetransMin(opts.Detect.PeerRetransMin)
 	s.cheap.agg.health.setRetransMin(opts.Detect.PeerRetransMin)
-	iv := opts.Interval
-	s.planned = func(Kind) time.Duration { return iv }
+	s.sweep = newSweeper(&s.opts)
+	iv, hoIv := opts.Interval, s.sweep.interval
+	s.planned = func(k Kind) time.Duration {
+		if k == HalfOpen {
+			return max(hoIv, 0)
+		}
+		return iv
+	}
 	// Listen samples and dumps both land in the window and the history:
 	// a quarter more room than one sample per interval.
 	s.history = newRing(int(opts.Window/opts.Interval)*5/4 + 2)
@@ -249,6 +266,9 @@ func (s *Sampler) laneOf(kind Kind) *lane {
 // of the given kind, publishes the sample and evaluates the detectors. A
 // Listen sample may run while a dump of another kind is under way.
 func (s *Sampler) Sample(kind Kind) (*Sample, error) {
+	if kind == HalfOpen {
+		return s.sampleHalfOpen()
+	}
 	ln := s.laneOf(kind)
 	ln.mu.Lock()
 	defer ln.mu.Unlock()
@@ -284,13 +304,7 @@ func (s *Sampler) Sample(kind Kind) (*Sample, error) {
 		return nil, err
 	}
 	smp.ReadCPU = other
-	st.CPU += smp.Dump.CPU
-	if !st.LastTime.IsZero() {
-		st.Interval = smp.Time.Sub(st.LastTime)
-	}
-	st.LastTime = smp.Time
-	st.LastDuration = smp.Dump.Wall
-	st.LastSockets = smp.Dump.Sockets
+	st.record(smp.Time, &smp.Dump)
 	switch kind {
 	case Full:
 		s.full = smp
@@ -435,6 +449,7 @@ func (s *Sampler) summaryLocked(smp *Sample, merged *Counts) detect.Summary {
 		sum.TimeWait = merged.Get(diag.AFInet, diag.TimeWait) + merged.Get(diag.AFInet6, diag.TimeWait)
 		healthSummary(&sum, s.full)
 	}
+	s.halfOpenSummaryLocked(&sum)
 	return sum
 }
 
@@ -486,6 +501,7 @@ func (s *Sampler) Close() error {
 		}
 		ln.mu.Unlock()
 	}
+	errs = append(errs, s.closeSweep())
 	return errors.Join(errs...)
 }
 
@@ -553,6 +569,7 @@ func (s *Sampler) View(now time.Time) View {
 	for _, k := range Kinds {
 		v.Stats[k].Planned = s.planned(k)
 	}
+	v.HalfOpen = s.halfOpenViewLocked(&v.Stats[HalfOpen])
 	return v
 }
 
@@ -568,7 +585,7 @@ func (s *Sampler) RunJob(k Kind) (time.Duration, error) {
 			ln.lastErr = ""
 		}
 		return smp.ReadCPU, nil
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, context.Canceled), errors.Is(err, ErrNotReady):
 	default:
 		if msg := err.Error(); msg != ln.lastErr {
 			s.opts.Logger.Error("sampling failed", "kind", k, "err", err)
@@ -578,13 +595,18 @@ func (s *Sampler) RunJob(k Kind) (time.Duration, error) {
 	return 0, err
 }
 
+// Jobs returns the kinds of work a Scheduler runs for this Sampler:
+// SamplerJobs with the half-open sweep's interval (none when disabled).
+func (s *Sampler) Jobs() []JobKind { return SamplerJobs(s.sweep.interval) }
+
 // Run samples until ctx ends with a Scheduler of its own: a full dump at
 // once, the cheap path (counters and a LISTEN-only dump) and rare dumps
-// every interval, and full dumps as often as the CPU budget allows.
-// Failures are logged and counted; the next cycle dials afresh.
+// every interval, full dumps as often as the CPU budget allows, and the
+// half-open sweep every Options.HalfOpenInterval within its share of the
+// budget. Failures are logged and counted; the next cycle dials afresh.
 func (s *Sampler) Run(ctx context.Context) {
 	defer s.Close()
-	sch := NewScheduler(SchedulerConfig{Interval: s.opts.Interval, Budget: s.opts.CPUBudget, Logger: s.opts.Logger})
+	sch := NewScheduler(SchedulerConfig{Interval: s.opts.Interval, Budget: s.opts.CPUBudget, Logger: s.opts.Logger, Kinds: s.Jobs()})
 	s.SetPlan(sch.Planned)
 	sch.Add(HostTarget, s)
 	sch.Run(ctx)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -22,7 +21,6 @@ import (
 
 	"github.com/tcpstate/tcpstate-exporter/collector"
 	"github.com/tcpstate/tcpstate-exporter/collector/detect"
-	"github.com/tcpstate/tcpstate-exporter/diag"
 	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 	"github.com/tcpstate/tcpstate-exporter/internal/fixture/rawsock"
 )
@@ -52,33 +50,7 @@ type watcher struct {
 // stopped at the end of the test.
 func watch(t *testing.T, ns *fixture.Netns, cfg detect.Config) *watcher {
 	t.Helper()
-	f, err := os.Open(ns.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &watcher{t: t, ns: ns}
-	var s *collector.Sampler
-	s = collector.NewSampler(collector.Options{
-		Dial:    func() (*diag.Conn, error) { return diag.Dial(&diag.Config{NetNS: int(f.Fd())}) },
-		InNetns: ns.Do,
-		Detect:  cfg,
-		// The shared test machine may hold hundreds of thousands of
-		// descriptors in other tests' processes: give the real owner
-		// lookup room to scan them all.
-		LookupTimeout: 3 * time.Second,
-		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-		OnSample: func(*collector.Sample) {
-			fs := s.Findings()
-			w.mu.Lock()
-			w.evals = append(w.evals, evaluation{at: time.Now(), findings: fs})
-			w.mu.Unlock()
-		},
-	})
-	run := fixture.Background(t, "Sampler.Run", s.Run)
-	t.Cleanup(func() {
-		run.Stop(fixture.DefaultStopGrace)
-		f.Close()
-	})
+	w, _ := watchWith(t, ns, collector.Options{Detect: cfg})
 	return w
 }
 

@@ -2,6 +2,7 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math"
 	"runtime"
@@ -38,14 +39,20 @@ type JobKind struct {
 // SamplerJobs returns the kinds of work a Sampler does, in planning order:
 // the cheap path (kernel counters and a LISTEN-only dump, which skips the
 // established hash) every interval on its own goroutine, then rare dumps,
-// then full dumps with what is left. Another kind of work plugs in here
-// with its own share, and in Sampler.RunJob.
-func SamplerJobs() []JobKind {
-	return []JobKind{
+// then the half-open sweep every halfOpen (none when halfOpen is not
+// positive; see SweepInterval), then full dumps with what is left. Another
+// kind of work plugs in here with its own share, and in Sampler.Sample.
+func SamplerJobs(halfOpen time.Duration) []JobKind {
+	jobs := []JobKind{
 		{Kind: Listen, Share: listenShare, Fast: true},
 		{Kind: Rare, Share: rareShare, Covers: []Kind{Listen}},
-		{Kind: Full, Covers: []Kind{Rare, Listen}},
 	}
+	if halfOpen > 0 {
+		// Nothing else reads tcp_info, so the sweep covers no kind and
+		// no kind covers it.
+		jobs = append(jobs, JobKind{Kind: HalfOpen, Share: sweepShare, Interval: halfOpen})
+	}
+	return append(jobs, JobKind{Kind: Full, Covers: []Kind{Rare, Listen}})
 }
 
 // Budget shares of the Sampler's kinds.
@@ -70,6 +77,12 @@ const ewmaWeight = 0.3
 // still says how long it waits.
 const maxPlanned = time.Hour
 
+// ErrNotReady is returned by a Runner's RunJob when a job cannot run yet
+// (the half-open sweep before the target's first full dump names listening
+// ports): the Scheduler measures nothing and asks again after its Interval,
+// not the kind's.
+var ErrNotReady = errors.New("job not ready: no full sample yet")
+
 // Runner does the scheduled work of one target.
 type Runner interface {
 	// RunJob runs one job of kind k. It returns the CPU the job used on
@@ -91,7 +104,7 @@ type SchedulerConfig struct {
 	// average; default 0.05.
 	Budget float64
 	// Kinds are the kinds of work, in planning order; default
-	// SamplerJobs().
+	// SamplerJobs(0), without the half-open sweep.
 	Kinds []JobKind
 	// Logger receives one line whenever the budget starts or stops holding
 	// a kind's asked interval; default slog.Default().
@@ -183,7 +196,7 @@ func NewScheduler(cfg SchedulerConfig) *Scheduler {
 		cfg.Budget = 0.05
 	}
 	if len(cfg.Kinds) == 0 {
-		cfg.Kinds = SamplerJobs()
+		cfg.Kinds = SamplerJobs(0)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -586,6 +599,20 @@ func (s *Scheduler) done(t *schedTarget, i int, start time.Time, cost time.Durat
 	}
 }
 
+// retrySoon makes a job that was not ready due again one Interval after
+// its start, however long its kind's asked interval.
+func (s *Scheduler) retrySoon(t *schedTarget, i int, start time.Time) {
+	asked := s.kinds[i].Interval
+	if asked <= 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t.last[i].Equal(start) {
+		t.last[i] = start.Add(min(s.cfg.Interval-asked, 0))
+	}
+}
+
 // Run runs the jobs until ctx ends: the fast kinds on one goroutine, the
 // others on the calling one, each locked to its OS thread so that the
 // thread's CPU time measures the job.
@@ -649,5 +676,8 @@ func (s *Scheduler) lane(ctx context.Context, fast bool) {
 		other, err := t.r.RunJob(s.kinds[i].Kind)
 		cost := threadCPU() - cpu0 + other
 		s.done(t, i, now, cost, err == nil)
+		if errors.Is(err, ErrNotReady) {
+			s.retrySoon(t, i, now)
+		}
 	}
 }

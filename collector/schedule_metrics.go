@@ -30,7 +30,7 @@ func (s *Scheduler) Collector(logger *slog.Logger) prometheus.Collector {
 	return &scheduleMetrics{
 		s:        s,
 		logger:   logger,
-		asked:    d("tcpstate_schedule_interval_asked_seconds", "Interval asked for between two jobs of a kind on one network namespace (--sample.interval)."),
+		asked:    d("tcpstate_schedule_interval_asked_seconds", "Interval asked for between two jobs of a kind on one network namespace (--sample.interval; --halfopen.interval for kind halfopen)."),
 		planned:  d("tcpstate_schedule_interval_planned_seconds", "Interval at which every sampled network namespace gets the data of a kind under the CPU budget (a kind switched off gets it from the kind covering it)."),
 		exceeded: d("tcpstate_sample_budget_exceeded", "1 while the CPU budget cannot give every sampled network namespace a kind's data at the interval asked (planned more than 10% over asked, until back at asked)."),
 		cpu:      d("tcpstate_schedule_cpu_ratio", "Fraction of one core the plan lets the jobs of a kind use, from their measured costs."),

@@ -25,7 +25,7 @@ func planOf(n int, listen, rare, full float64) map[Kind]KindPlan {
 	for i := range costs {
 		costs[i] = []float64{listen, rare, full}
 	}
-	plans, _ := planKinds(SamplerJobs(), 0.05, func(int) time.Duration { return time.Second }, costs)
+	plans, _ := planKinds(SamplerJobs(0), 0.05, func(int) time.Duration { return time.Second }, costs)
 	out := map[Kind]KindPlan{}
 	for _, p := range plans {
 		out[p.Kind] = p

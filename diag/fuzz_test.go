@@ -28,9 +28,11 @@ func recordedDumps(f *testing.F) [][]byte {
 	return out
 }
 
-// FuzzDecodeSocket checks that DecodeSocket never reads past its input and
-// that decoding is stable: what it decodes, encoded again, decodes the same.
-func FuzzDecodeSocket(f *testing.F) {
+// recordedBodies returns the bodies of every message of the recorded
+// dumps.
+func recordedBodies(f *testing.F) [][]byte {
+	f.Helper()
+	var out [][]byte
 	for _, rec := range recordedDumps(f) {
 		for _, d := range diagtest.UnmarshalDatagrams(rec) {
 			for len(d) > 0 {
@@ -38,10 +40,19 @@ func FuzzDecodeSocket(f *testing.F) {
 				if err != nil {
 					break
 				}
-				f.Add(body)
+				out = append(out, body)
 				d = rest
 			}
 		}
+	}
+	return out
+}
+
+// FuzzDecodeSocket checks that DecodeSocket never reads past its input and
+// that decoding is stable: what it decodes, encoded again, decodes the same.
+func FuzzDecodeSocket(f *testing.F) {
+	for _, body := range recordedBodies(f) {
+		f.Add(body)
 	}
 	f.Add(make([]byte, 71))
 	f.Fuzz(func(t *testing.T, body []byte) {

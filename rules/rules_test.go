@@ -36,6 +36,7 @@ var detectorAlerts = []string{
 	"TCPTimeWaitExhaustion", "TCPResetStorm", "TCPOrphanPressure",
 	"TCPPeerUnresponsive", "TCPPeerZeroWindow", "TCPClientConnectionHog", "TCPSelfConnect",
 	"TCPConnectFailures",
+	"TCPHalfOpenSuspect",
 }
 
 type rule struct {

@@ -10,7 +10,8 @@
 # same with the accept-queue threshold above the fixture's never-accepting
 # listeners, so no finding is built), nodeexporter (node_exporter's tcpstat approach), and floor-v2 and
 # exporter-v2: the same with two SOCK_DIAG_BY_FAMILY requests instead of one
-# legacy TCPDIAG_GETSOCK walk.
+# legacy TCPDIAG_GETSOCK walk, and halfopen: the half-open sweep (ESTABLISHED
+# only, with INET_DIAG_INFO) after one full sample.
 # Each mode runs in its own process (so its peak RSS is its own), modes
 # interleaved round-robin for ROUNDS rounds (default 3) of SAMPLES samples
 # (default 3) after a warm-up. Then the real exporter runs in the namespace
@@ -73,7 +74,7 @@ for total in "${counts[@]}"; do
   echo "   fixture up in $(( $(date +%s) - t0 ))s; ss says $(ip netns exec "$ns" ss -tanH state established | wc -l) established" >&2
 
   for r in $(seq 1 "$rounds"); do
-    for mode in floor exporter exporter-quiet nodeexporter floor:v2 exporter:v2; do
+    for mode in floor exporter exporter-quiet nodeexporter floor:v2 exporter:v2 halfopen; do
       method=auto
       case "$mode" in *:v2) method=v2; mode=${mode%:v2} ;; esac
       ip netns exec "$ns" "$tmp/diagbench" -mode "$mode" -method "$method" -n "$samples" | sed "s/^{/{\"round\":$r,\"target\":$total,/" | tee -a "$tmp/results.jsonl" >&2

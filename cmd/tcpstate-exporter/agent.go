@@ -56,7 +56,7 @@ func (a *agent) samplerOptions(logger *slog.Logger) collector.Options {
 }
 
 func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
-	return collector.Options{
+	o := collector.Options{
 		Interval:  cfg.interval,
 		CPUBudget: cfg.budget,
 		Window:    cfg.window,
@@ -65,6 +65,8 @@ func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
 		Detect:    cfg.detect.cfg,
 		ProcRoot:  cfg.procRoot,
 	}
+	cfg.halfOpen.apply(&o)
+	return o
 }
 
 func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
@@ -92,7 +94,7 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 		targets := []collector.Target{{Sampler: s}}
 		a.hostSampler = s
 		a.targets = func() []collector.Target { return targets }
-		sch := collector.NewScheduler(collector.SchedulerConfig{Interval: cfg.interval, Budget: cfg.budget, Logger: logger})
+		sch := collector.NewScheduler(collector.SchedulerConfig{Interval: cfg.interval, Budget: cfg.budget, Logger: logger, Kinds: s.Jobs()})
 		s.SetPlan(sch.Planned)
 		sch.Add(collector.HostTarget, s)
 		a.sched = sch
@@ -138,14 +140,17 @@ func (a *agent) setupAllNamespaces() error {
 	}
 	base := a.samplerOptions(a.logger)
 	mgr, err := netns.NewManager(netns.Config{
-		ProcRoot:     cfg.procRoot,
-		Refresh:      cfg.netnsRefresh,
-		Interval:     cfg.interval,
-		CPUBudget:    cfg.budget,
-		Logger:       a.logger,
-		PodUID:       pods.PodUID,
-		ScrapeErrors: a.scrapeErrs,
-		PodName:      pods.Lookup,
+		ProcRoot:  cfg.procRoot,
+		Refresh:   cfg.netnsRefresh,
+		Interval:  cfg.interval,
+		CPUBudget: cfg.budget,
+		// The one scheduler plans every namespace's sweep within a
+		// quarter of the budget.
+		HalfOpenInterval: base.HalfOpenInterval,
+		Logger:           a.logger,
+		PodUID:           pods.PodUID,
+		ScrapeErrors:     a.scrapeErrs,
+		PodName:          pods.Lookup,
 		NewSampler: func(h *netns.Handle) (*collector.Sampler, error) {
 			o := base
 			o.Dial, o.InNetns = h.Dial, h.Do

@@ -47,6 +47,7 @@ type config struct {
 	log           *promslog.Config
 	alerts        alertsConfig
 	detect        detectFlags
+	halfOpen      halfOpenFlags
 	snapshot      snapshotConfig
 	events        string
 	eventsMax     int
@@ -83,6 +84,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*config, string, error
 	addAlertFlags(app, &cfg.alerts)
 	addDetectFlags(app, &cfg.detect)
 	addEventsFlags(app, cfg)
+	addHalfOpenFlags(app, &cfg.halfOpen, &cfg.detect.cfg)
 	app.Command("serve", "Sample this node and serve metrics over HTTP (the default).").Default()
 	addSnapshotCommand(app, &cfg.snapshot)
 	cmd, err := app.Parse(args)
@@ -168,6 +170,9 @@ func (c *config) validate() error {
 		}
 	}
 	if err := c.alerts.validate(); err != nil {
+		return err
+	}
+	if err := c.halfOpen.validate(&c.detect.cfg); err != nil {
 		return err
 	}
 	if err := c.detect.validate(); err != nil {

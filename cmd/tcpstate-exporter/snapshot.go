@@ -54,6 +54,7 @@ func runSnapshot(cfg *config, stdout, stderr io.Writer) int {
 		Wait:     cfg.snapshot.wait,
 		Detect:   cfg.detect.cfg,
 		Findings: findingsFor,
+		HalfOpen: cfg.halfOpen.interval > 0,
 	}
 	opts.ProcRoot = cfg.procRoot
 	if cfg.netns == "all" {
@@ -186,6 +187,8 @@ type snapshotOptions struct {
 	// Findings runs the detectors over the samples; nil when they are not
 	// available.
 	Findings func(collector.Target) []detect.Finding
+	// HalfOpen runs one half-open sweep after the full dump.
+	HalfOpen bool
 }
 
 // snapshot is what the snapshot subcommand prints.
@@ -209,6 +212,11 @@ type snapshot struct {
 	// 6.1 or when it could not be read).
 	Ehash      procnet.Ehash
 	EhashKnown bool
+	// HalfOpen is the half-open sweep, nil when none ran; HalfOpenErr its
+	// failure.
+	HalfOpen        *collector.HalfOpenSample
+	HalfOpenErr     error
+	HalfOpenMinIdle time.Duration
 }
 
 // takeSnapshots samples every target once fully, then (after opts.Wait,
@@ -228,6 +236,10 @@ func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshot
 			ProcRoot: opts.ProcRoot,
 			Detect:   opts.Detect,
 			Logger:   slog.New(slog.DiscardHandler),
+			// A one-off run can afford to scan every process's
+			// descriptors for the owners of CLOSE_WAIT and half-open
+			// sockets (about 3.5 us per descriptor).
+			LookupTimeout: snapshotLookupTimeout,
 		})
 		defer s.Close()
 		samplers[i] = s
@@ -237,6 +249,9 @@ func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshot
 			continue
 		}
 		snaps[i] = &snapshot{Namespace: t.Namespace, Dumps: 1, Sockets: full.Dump.Sockets}
+		if opts.HalfOpen {
+			snaps[i].sweep(s, opts.Detect)
+		}
 	}
 	if opts.Wait > 0 {
 		t := time.NewTimer(opts.Wait)
@@ -378,6 +393,9 @@ func (s *snapshot) write(w io.Writer) error {
 	}
 
 	if err := s.writeConnHealth(w); err != nil {
+		return err
+	}
+	if err := s.writeHalfOpen(w); err != nil {
 		return err
 	}
 

@@ -150,6 +150,15 @@ type Config struct {
 	ConnectFailureRecent  time.Duration
 	// ConnectFailureFor is the For of TCPConnectFailures. Default 1m.
 	ConnectFailureFor time.Duration
+	// HalfOpenMinIdle: an ESTABLISHED socket with no timer armed that
+	// received nothing for longer than this is a half-open suspect
+	// [--halfopen.min-idle, 15m]. The collector's sweep keeps only these.
+	HalfOpenMinIdle time.Duration
+	// HalfOpenMinCount: a local port and command with at least this many
+	// suspects fires TCPHalfOpenSuspect [--halfopen.min-count, 10].
+	HalfOpenMinCount uint64
+	// HalfOpenFor is the For of TCPHalfOpenSuspect. Default 0.
+	HalfOpenFor time.Duration
 }
 
 // DefaultConfig returns the documented defaults.
@@ -199,6 +208,8 @@ func DefaultConfig() Config {
 		ConnectFailureMinRate: 0.2,
 		ConnectFailureRecent:  time.Minute,
 		ConnectFailureFor:     time.Minute,
+		HalfOpenMinIdle:       15 * time.Minute,
+		HalfOpenMinCount:      10,
 	}
 }
 
@@ -262,11 +273,17 @@ func (c *Config) Validate() error {
 		name string
 		v    time.Duration
 	}{{"synrecv for", c.SynRecvFor}, {"accept queue for", c.AcceptQueueFor}, {"closewait for", c.CloseWaitFor},
-		{"time wait for", c.TimeWaitFor}, {"resets for", c.ResetFor}, {"orphans for", c.OrphanFor}} {
+		{"time wait for", c.TimeWaitFor}, {"resets for", c.ResetFor}, {"orphans for", c.OrphanFor}, {"halfopen for", c.HalfOpenFor}} {
 		errs = append(errs, notNeg(d.name, d.v))
 	}
 	if c.CloseWaitThreshold == 0 {
 		errs = append(errs, errors.New("detect: closewait threshold must be at least 1"))
+	}
+	if c.HalfOpenMinIdle <= 0 {
+		errs = append(errs, fmt.Errorf("detect: halfopen min idle=%v: must be positive", c.HalfOpenMinIdle))
+	}
+	if c.HalfOpenMinCount == 0 {
+		errs = append(errs, errors.New("detect: halfopen min count must be at least 1"))
 	}
 	if c.CloseWaitGrowth == 0 {
 		errs = append(errs, errors.New("detect: closewait growth must be at least 1"))

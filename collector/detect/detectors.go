@@ -39,8 +39,8 @@ func New(cfg Config) (*Detectors, error) {
 // Evaluate runs every detector over h and returns their findings, in the
 // order TCPSynRecvSurge, TCPAcceptQueueOverflow, TCPCloseWaitLeak,
 // TCPTimeWaitExhaustion, TCPResetStorm, TCPOrphanPressure, the
-// connection-health detectors (see connHealth), then TCPConnectFailures.
-// It returns nil for an empty history.
+// connection-health detectors (see connHealth), TCPConnectFailures, then
+// TCPHalfOpenSuspect. It returns nil for an empty history.
 func (d *Detectors) Evaluate(h *History) []Finding {
 	if h == nil || h.Len() == 0 {
 		return nil
@@ -54,6 +54,7 @@ func (d *Detectors) Evaluate(h *History) []Finding {
 	out = append(out, OrphanPressure(&d.cfg, h)...)
 	out = append(out, connHealth(&d.cfg, h)...)
 	out = append(out, ConnectFailures(&d.cfg, h)...)
+	out = append(out, HalfOpenSuspect(&d.cfg, h)...)
 	return out
 }
 
@@ -88,6 +89,20 @@ func fmtFloat(v float64) string {
 }
 
 func fmtUint(v uint64) string { return strconv.FormatUint(v, 10) }
+
+// owner words a group's owning process: its command ("an unknown process"
+// when none was found) and its PIDs as a comma list.
+func owner(command string, pids []int) (who, pidList string) {
+	who = command
+	if who == "" {
+		who = "an unknown process"
+	}
+	ps := make([]string, 0, len(pids))
+	for _, p := range pids {
+		ps = append(ps, strconv.Itoa(p))
+	}
+	return who, strings.Join(ps, ",")
+}
 
 func fmtDuration(d time.Duration) string { return d.Round(time.Second).String() }
 
@@ -449,18 +464,11 @@ func CloseWaitLeak(cfg *Config, h *History) []Finding {
 		if len(reasons) == 0 {
 			continue
 		}
-		who := g.Command
-		if who == "" {
-			who = "an unknown process"
-		}
-		pids := make([]string, 0, len(g.PIDs))
-		for _, p := range g.PIDs {
-			pids = append(pids, strconv.Itoa(p))
-		}
+		who, pids := owner(g.Command, g.PIDs)
 		ev := map[string]string{
 			"port":        g.Port,
 			"command":     g.Command,
-			"pids":        strings.Join(pids, ","),
+			"pids":        pids,
 			"sockets":     fmtUint(g.Count),
 			"old_sockets": fmtUint(g.Old),
 			"oldest_age":  fmtDuration(g.Oldest),

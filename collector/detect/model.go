@@ -139,6 +139,10 @@ type Summary struct {
 	HealthTime   time.Time
 	// Events is what the eBPF event source counted; nil when it is off.
 	Events *Events
+	// HalfOpen groups the half-open suspects of the latest sweep for them,
+	// taken at HalfOpenTime; empty when no recent sweep found any.
+	HalfOpen     []HalfOpenGroup
+	HalfOpenTime time.Time
 }
 
 // History is a ring of the latest summaries of one namespace, oldest first.

@@ -37,6 +37,12 @@ type Config struct {
 	// CPUBudget is the fraction of one core that the dumps of all
 	// namespaces together may use; default 0.05.
 	CPUBudget float64
+	// HalfOpenInterval is the interval the half-open sweep of each
+	// namespace asks for, within a quarter of the one CPU budget, as
+	// collector.Options.HalfOpenInterval: zero means
+	// collector.DefaultHalfOpenInterval, negative no sweep. The Samplers
+	// that NewSampler makes should be given the same.
+	HalfOpenInterval time.Duration
 	// NewSampler makes the Sampler of a namespace. It should set
 	// collector.Options.Dial to h.Dial and InNetns to h.Do. The Manager drives the Sampler with Sample
 	// and closes it when the namespace goes: it must not be Run. Default: a
@@ -77,9 +83,9 @@ func (c *Config) setDefaults() {
 		c.Logger = slog.Default()
 	}
 	if c.NewSampler == nil {
-		iv, root := c.Interval, c.ProcRoot
+		iv, root, ho := c.Interval, c.ProcRoot, c.HalfOpenInterval
 		c.NewSampler = func(h *Handle) (*collector.Sampler, error) {
-			return collector.NewSampler(collector.Options{Interval: iv, Dial: h.Dial, InNetns: h.Do, ProcRoot: root}), nil
+			return collector.NewSampler(collector.Options{Interval: iv, Dial: h.Dial, InNetns: h.Do, ProcRoot: root, HalfOpenInterval: ho}), nil
 		}
 	}
 }
@@ -168,7 +174,8 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	cfg.setDefaults()
 	m := &Manager{cfg: cfg, failed: map[Key]string{}, entries: map[Key]*entry{}, sweepSeen: map[Key]bool{}, refreshNow: make(chan struct{}, 1)}
-	m.sch = collector.NewScheduler(collector.SchedulerConfig{Interval: cfg.Interval, Budget: cfg.CPUBudget, Logger: cfg.Logger})
+	m.sch = collector.NewScheduler(collector.SchedulerConfig{Interval: cfg.Interval, Budget: cfg.CPUBudget, Logger: cfg.Logger,
+		Kinds: collector.SamplerJobs(collector.SweepInterval(cfg.HalfOpenInterval, cfg.Interval))})
 	return m, nil
 }
 
@@ -449,6 +456,8 @@ func (r *runner) RunJob(kind collector.Kind) (time.Duration, error) {
 	}
 	if err != nil {
 		switch {
+		case errors.Is(err, collector.ErrNotReady):
+			// The sweep waits for the namespace's first full dump.
 		case errors.Is(err, ErrGone):
 			m.drop(e)
 		case !e.h.present(m.cfg.ProcRoot):
@@ -470,7 +479,7 @@ func (r *runner) RunJob(kind collector.Kind) (time.Duration, error) {
 		e.lastErr[ln] = ""
 	}
 	e.errMu.Unlock()
-	if kind != collector.Listen {
+	if kind == collector.Full || kind == collector.Rare {
 		m.noteDump(e, smp.Dump.CPU)
 	}
 	return smp.ReadCPU, nil

@@ -177,7 +177,7 @@ func listeners() *dashboard {
 
 func leaks() *dashboard {
 	d := newDashboard("leaks-and-exhaustion", "tcpstate / Leaks and exhaustion",
-		"CLOSE_WAIT leaks, ephemeral port use per destination, TIME_WAIT and orphan limits, resets.")
+		"CLOSE_WAIT leaks, half-open suspects, ephemeral port use per destination, TIME_WAIT and orphan limits, resets.")
 	l := d.layout
 	l.row("CLOSE_WAIT")
 	l.add(12, 9, timeseries("CLOSE_WAIT by port and command", []target{
@@ -194,6 +194,27 @@ func leaks() *dashboard {
 	l.add(8, 8, timeseries("CLOSE_WAIT per node", []target{
 		q(sel(`sum by (instance) (tcpstate_sockets{state="close_wait", {SEL}})`, selNode), "{{instance}}"),
 	}))
+
+	l.row("Half-open suspects")
+	l.add(12, 9, timeseries("Half-open suspects by port and command", []target{
+		q(sel(`tcpstate_halfopen_suspects{{SEL}}`, selNode), "{{instance}} {{command}} :{{port}}"),
+	}, withDescription("ESTABLISHED connections with no timer armed (no keepalive, nothing in flight) that received nothing for longer than --halfopen.min-idle, from the latest half-open sweep. Peers that vanished without FIN or RST leave them open for ever (TCPHalfOpenSuspect).")))
+	l.add(12, 9, timeseries("Longest silence of a half-open suspect", []target{
+		q(sel(`tcpstate_halfopen_oldest_idle_seconds{{SEL}}`, selNode), "{{instance}} {{command}} :{{port}}"),
+	}, withUnit("s"), withDescription("Time since the group's most silent connection received anything (tcpi_last_data_recv, tcpi_last_ack_recv). A time that only grows: the peer is gone.")))
+	l.add(8, 8, table("Half-open groups", []target{
+		tableQ(sel(`sort_desc(tcpstate_halfopen_suspects{{SEL}})`, selNode)),
+		tableQ(sel(`tcpstate_halfopen_oldest_idle_seconds{{SEL}}`, selNode)),
+	}, map[string]string{"Value #A": "connections", "Value #B": "longest idle"}, withColumnUnit("longest idle", "s")))
+	l.add(8, 8, timeseries("Half-open sweep: share of the CPU budget", []target{
+		q(sel(`tcpstate_halfopen_sweep_budget_share{{SEL}}`, selNode), "{{instance}} {{netns}}"),
+	}, withUnit("percentunit"), withThresholds(steps(0.25, "orange"), "line"),
+		withDescription("The sweep asks for INET_DIAG_INFO (about 1.35x to 1.6x a full dump's CPU, BENCHMARKS.md) and is spaced to take at most a quarter of --sample.cpu-budget.")))
+	l.add(8, 8, timeseries("Half-open sweep interval", []target{
+		q(sel(`tcpstate_sample_interval_seconds{kind="halfopen", {SEL}}`, selNode), "{{instance}} {{netns}} actual"),
+		q(sel(`tcpstate_sample_interval_planned_seconds{kind="halfopen", {SEL}}`, selNode), "{{instance}} {{netns}} planned"),
+	}, withUnit("s"), withDashedRegexp(".* planned$"),
+		withDescription("Time between half-open sweeps: at least --halfopen.interval, longer when the CPU budget requires.")))
 
 	l.row("Local ports per destination")
 	l.add(12, 9, timeseries("Local port use per destination (top 20)", []target{

@@ -144,7 +144,8 @@ func FuzzParseSockstat(f *testing.F) {
 func FuzzParseSysctlInt(f *testing.F) {
 	seedFiles(f, "sys/net/core/somaxconn", "sys/net/ipv4/tcp_tw_reuse", "sys/net/ipv4/tcp_max_tw_buckets",
 		"sys/net/ipv4/tcp_fin_timeout", "sys/net/ipv4/tcp_syncookies", "sys/net/ipv4/tcp_max_orphans",
-		"sys/net/ipv4/tcp_max_syn_backlog")
+		"sys/net/ipv4/tcp_max_syn_backlog", "sys/net/ipv4/tcp_keepalive_time", "sys/net/ipv4/tcp_keepalive_intvl",
+		"sys/net/ipv4/tcp_keepalive_probes")
 	for _, s := range []string{"", "\n", "-1\n", "1 2\n", "9223372036854775807", "-9223372036854775808", "9223372036854775808", "+3", "0x10", " 7\t\n"} {
 		f.Add([]byte(s))
 	}

@@ -57,12 +57,14 @@ func TestReaderFakeRoot(t *testing.T) {
 	want := Sysctls{
 		PortRange: PortRange{32768, 60999}, ReservedPorts: []PortRange{},
 		TCPTWReuse: 2, TCPMaxTWBuckets: 131072, Somaxconn: 4096, TCPMaxSynBacklog: 2048,
-		TCPSyncookies: 1, TCPMaxOrphans: 131072, TCPFinTimeout: 60, Present: 1<<numSysctls - 1,
+		TCPSyncookies: 1, TCPMaxOrphans: 131072, TCPFinTimeout: 60,
+		TCPKeepaliveTime: 7200, TCPKeepaliveIntvl: 75, TCPKeepaliveProbes: 9, Present: 1<<numSysctls - 1,
 	}
 	if sc.PortRange != want.PortRange || len(sc.ReservedPorts) != 0 || sc.TCPTWReuse != want.TCPTWReuse ||
 		sc.TCPMaxTWBuckets != want.TCPMaxTWBuckets || sc.Somaxconn != want.Somaxconn ||
 		sc.TCPMaxSynBacklog != want.TCPMaxSynBacklog || sc.TCPSyncookies != want.TCPSyncookies ||
-		sc.TCPMaxOrphans != want.TCPMaxOrphans || sc.TCPFinTimeout != want.TCPFinTimeout || sc.Present != want.Present {
+		sc.TCPMaxOrphans != want.TCPMaxOrphans || sc.TCPFinTimeout != want.TCPFinTimeout || sc.Present != want.Present ||
+		sc.TCPKeepaliveTime != want.TCPKeepaliveTime || sc.TCPKeepaliveIntvl != want.TCPKeepaliveIntvl || sc.TCPKeepaliveProbes != want.TCPKeepaliveProbes {
 		t.Errorf("sysctls %+v, want %+v", sc, want)
 	}
 	if n, ok := sc.UsablePorts(); !ok || n != 28232 {
@@ -192,11 +194,11 @@ func TestReaderAllocations(t *testing.T) {
 	}
 	read()
 	allocs := testing.AllocsPerRun(20, read)
-	// 13 files are opened; os.Open costs a few allocations each and parsing
-	// costs none.
-	t.Logf("allocations per full read of 13 files: %.0f", allocs)
-	if allocs > 13*4 {
-		t.Errorf("%.0f allocations per read, want at most %d", allocs, 13*4)
+	// 16 files are opened (the three keepalive sysctls among them);
+	// os.Open costs a few allocations each and parsing costs none.
+	t.Logf("allocations per full read of 16 files: %.0f", allocs)
+	if allocs > 16*4 {
+		t.Errorf("%.0f allocations per read, want at most %d", allocs, 16*4)
 	}
 	parse := testing.AllocsPerRun(50, func() {
 		var c Counters

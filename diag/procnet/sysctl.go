@@ -37,6 +37,17 @@ const (
 	// SysctlTCPFinTimeout is net.ipv4.tcp_fin_timeout, in seconds (it bounds
 	// FIN_WAIT2, not TIME_WAIT).
 	SysctlTCPFinTimeout
+	// SysctlTCPKeepaliveTime is net.ipv4.tcp_keepalive_time, in seconds:
+	// how long a connection with SO_KEEPALIVE idles before the first probe
+	// (TCP_KEEPIDLE overrides it per socket).
+	SysctlTCPKeepaliveTime
+	// SysctlTCPKeepaliveIntvl is net.ipv4.tcp_keepalive_intvl, in seconds
+	// between unanswered probes (TCP_KEEPINTVL per socket).
+	SysctlTCPKeepaliveIntvl
+	// SysctlTCPKeepaliveProbes is net.ipv4.tcp_keepalive_probes, the
+	// unanswered probes before the kernel drops the connection
+	// (TCP_KEEPCNT per socket).
+	SysctlTCPKeepaliveProbes
 
 	numSysctls
 )
@@ -51,6 +62,9 @@ var sysctlNames = [numSysctls]string{
 	"net.ipv4.tcp_syncookies",
 	"net.ipv4.tcp_max_orphans",
 	"net.ipv4.tcp_fin_timeout",
+	"net.ipv4.tcp_keepalive_time",
+	"net.ipv4.tcp_keepalive_intvl",
+	"net.ipv4.tcp_keepalive_probes",
 }
 
 var sysctlPaths = [numSysctls]string{
@@ -63,6 +77,9 @@ var sysctlPaths = [numSysctls]string{
 	"net/ipv4/tcp_syncookies",
 	"net/ipv4/tcp_max_orphans",
 	"net/ipv4/tcp_fin_timeout",
+	"net/ipv4/tcp_keepalive_time",
+	"net/ipv4/tcp_keepalive_intvl",
+	"net/ipv4/tcp_keepalive_probes",
 }
 
 // IntSysctls returns the sysctls that hold a single integer, in declaration
@@ -129,6 +146,12 @@ type Sysctls struct {
 	TCPSyncookies    int64
 	TCPMaxOrphans    int64
 	TCPFinTimeout    int64
+	// The keepalive defaults of sockets with SO_KEEPALIVE: idle seconds
+	// before the first probe, seconds between probes, probes before the
+	// connection is dropped.
+	TCPKeepaliveTime   int64
+	TCPKeepaliveIntvl  int64
+	TCPKeepaliveProbes int64
 
 	Present SysctlSet
 }
@@ -149,6 +172,12 @@ func (s *Sysctls) intPtr(k Sysctl) *int64 {
 		return &s.TCPMaxOrphans
 	case SysctlTCPFinTimeout:
 		return &s.TCPFinTimeout
+	case SysctlTCPKeepaliveTime:
+		return &s.TCPKeepaliveTime
+	case SysctlTCPKeepaliveIntvl:
+		return &s.TCPKeepaliveIntvl
+	case SysctlTCPKeepaliveProbes:
+		return &s.TCPKeepaliveProbes
 	}
 	return nil
 }

@@ -8,6 +8,8 @@
 //	floor          a minimal raw sock_diag dump that reads only each
 //	               message's state byte (same request as the exporter)
 //	exporter       the exporter's full sample (collector.Sampler)
+//	halfopen       the exporter's half-open sweep (Sampler.Sweep: ESTABLISHED
+//	               only, with INET_DIAG_INFO), after one full sample
 //	nodeexporter   node_exporter's tcpstat approach: mdlayher/netlink
 //	               Execute per family with INET_DIAG_INFO, every message
 //	               kept in memory and its attributes decoded
@@ -51,6 +53,9 @@ type result struct {
 	FullCPUPerDump  float64 `json:"full_cpu_per_dump,omitempty"`
 	RareCPUPerDump  float64 `json:"rare_cpu_per_dump,omitempty"`
 	FullInterval    float64 `json:"full_interval_planned,omitempty"`
+	HalfOpenCPU     float64 `json:"halfopen_cpu_per_sweep,omitempty"`
+	HalfOpenIntvl   float64 `json:"halfopen_interval_planned,omitempty"`
+	HalfOpenShare   float64 `json:"halfopen_budget_share,omitempty"`
 	RareInterval    float64 `json:"rare_interval_planned,omitempty"`
 	CPUShare        float64 `json:"dump_cpu_share,omitempty"`
 	ResidentMB      float64 `json:"resident_mb,omitempty"`
@@ -92,7 +97,7 @@ func main() {
 		if err == nil {
 			return
 		}
-	case "floor", "exporter", "exporter-quiet", "nodeexporter":
+	case "floor", "exporter", "exporter-quiet", "nodeexporter", "halfopen":
 		r, err = measure(*mode, *n, *method)
 		if *method == "v2" {
 			r.Mode += "-v2"
@@ -136,6 +141,22 @@ func measure(mode string, n int, method string) (result, error) {
 		}
 	case "nodeexporter":
 		once = nodeExporter
+	case "halfopen":
+		m := diag.MethodAuto
+		if method == "v2" {
+			m = diag.MethodV2
+		}
+		s := collector.NewSampler(collector.Options{Method: m})
+		if _, err := s.Sample(collector.Full); err != nil {
+			return result{}, err
+		}
+		once = func() (uint64, error) {
+			ho, err := s.Sweep()
+			if err != nil {
+				return 0, err
+			}
+			return uint64(ho.Dump.Sockets), nil
+		}
 	}
 	if _, err := once(); err != nil { // warm-up
 		return result{}, err
@@ -397,9 +418,15 @@ func selfMetrics(url string) (result, error) {
 	}
 	r.FullCPUPerDump, r.RareCPUPerDump = per("full"), per("rare")
 	r.FullInterval = get("tcpstate_sample_interval_planned_seconds", "full")
+	r.HalfOpenCPU = per("halfopen")
+	r.HalfOpenIntvl = get("tcpstate_sample_interval_planned_seconds", "halfopen")
+	r.HalfOpenShare = get("tcpstate_halfopen_sweep_budget_share", "")
 	r.RareInterval = get("tcpstate_sample_interval_planned_seconds", "rare")
 	if r.FullInterval > 0 && r.RareInterval > 0 {
 		r.CPUShare = r.RareCPUPerDump/r.RareInterval + (r.FullCPUPerDump-r.RareCPUPerDump)/r.FullInterval
+		if r.HalfOpenIntvl > 0 {
+			r.CPUShare += r.HalfOpenCPU / r.HalfOpenIntvl
+		}
 	}
 	r.ResidentMB = get("process_resident_memory_bytes", "") / (1 << 20)
 	return r, nil
@@ -443,8 +470,8 @@ func table(in io.Reader, out io.Writer) error {
 		// Each mode is compared with the floor that sends the same
 		// requests: node_exporter's approach, like the -v2 modes, sends
 		// one SOCK_DIAG_BY_FAMILY request per family.
-		floorOf := map[string]string{"exporter": "floor", "exporter-quiet": "floor", "nodeexporter": "floor-v2", "exporter-v2": "floor-v2"}
-		for _, m := range []string{"floor", "exporter", "exporter-quiet", "nodeexporter", "floor-v2", "exporter-v2"} {
+		floorOf := map[string]string{"exporter": "floor", "exporter-quiet": "floor", "nodeexporter": "floor-v2", "exporter-v2": "floor-v2", "halfopen": "floor"}
+		for _, m := range []string{"floor", "exporter", "exporter-quiet", "nodeexporter", "floor-v2", "exporter-v2", "halfopen"} {
 			rs := runs[key{t, m}]
 			if len(rs) == 0 {
 				continue
@@ -479,6 +506,10 @@ func table(in io.Reader, out io.Writer) error {
 			r := rs[0]
 			fmt.Fprintf(out, "Its self-metrics: full dump %.3f s CPU, rare dump %.3f s CPU; planned intervals full %.1f s, rare %.1f s; dumps use %.3f of a core (budget 0.05); RSS %.1f MB.\n",
 				r.FullCPUPerDump, r.RareCPUPerDump, r.FullInterval, r.RareInterval, r.CPUShare, r.ResidentMB)
+			if r.HalfOpenCPU > 0 {
+				fmt.Fprintf(out, "Half-open sweep: %.3f s CPU per sweep, planned every %.1f s, %.3f of the CPU budget (included in the dumps' share above).\n",
+					r.HalfOpenCPU, r.HalfOpenIntvl, r.HalfOpenShare)
+			}
 		}
 	}
 	return nil
