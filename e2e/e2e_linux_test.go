@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/api"
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -65,6 +66,8 @@ var allowedAbsentMetrics = map[string]string{
 	"tcpstate_peer_stalled_sockets":             "served only while sockets towards a peer are stalled (retransmitting or zero window); the scenario's peers all answer",
 	"tcpstate_peer_stalled_seconds":             "served only while sockets towards a peer are stalled; the scenario's peers all answer",
 	"tcpstate_peer_stalled_max_retransmissions": "served only while sockets towards a peer are stalled; the scenario's peers all answer",
+	"tcpstate_halfopen_suspects":                "served only while ESTABLISHED sockets with no timer armed sit idle past --halfopen.min-idle; every connection of the scenario has keepalive on (Go's default) or is closed (collector/halfopen_linux_test.go makes suspects)",
+	"tcpstate_halfopen_oldest_idle_seconds":     "served only while there are half-open suspects; the scenario has none",
 }
 
 // emptyInScenario are dashboard queries ("file|panel title|refId") that
@@ -73,20 +76,24 @@ var allowedAbsentMetrics = map[string]string{
 // last minute, with the variables set to the scrape's job and instance and
 // with them set to All.
 var emptyInScenario = map[string]string{
-	"listeners.json|Accept queue length and limit|A":                    "filters on accept-queue length > 0; the leaky server accepts every connection at once, so no queue holds one",
-	"listeners.json|Accept queue length and limit|B":                    "same > 0 filter on the accept-queue length",
-	"listeners.json|SYN_RECV per listener|A":                            "filters on SYN_RECV > 0; the scenario makes no half-open connections",
-	"pods.json|SYN_RECV per listener|A":                                 "filters on SYN_RECV > 0; the scenario makes no half-open connections",
-	"leaks-and-exhaustion.json|Orphans against tcp_max_orphans|B":       "tcpstate_sysctl{name=\"net.ipv4.tcp_max_orphans\"} exists only in the initial network namespace (contract), and this exporter runs in a test namespace",
-	"overview.json|Namespace sampler|A":                                 "tcpstate_netns_namespaces is served only with --netns=all; the scenario runs --netns=host",
-	"overview.json|Namespace sampler|B":                                 "tcpstate_netns_sweep_period_seconds is served only with --netns=all; the scenario runs --netns=host",
-	"overview.json|Stalled sockets per peer (top 20)|A":                 "no peer is stalled in the scenario (collector/connhealth_scenario_linux_test.go makes them)",
-	"overview.json|Stalled sockets per peer (top 20)|B":                 "no peer is stalled in the scenario",
-	"overview.json|How long peers have been stalled|A":                  "no peer is stalled in the scenario",
-	"overview.json|How long peers have been stalled|B":                  "no peer is stalled in the scenario",
-	"overview.json|Self-connected sockets per node|A":                   "filters on a count > 0; the scenario has no self-connected socket",
-	"listeners.json|Half-open connections with SYN-ACK retransmitted|A": "filters on > 0; the scenario makes no half-open connections",
-	"listeners.json|Half-open connections with SYN-ACK retransmitted|B": "same > 0 filter",
+	"listeners.json|Accept queue length and limit|A":                     "filters on accept-queue length > 0; the leaky server accepts every connection at once, so no queue holds one",
+	"listeners.json|Accept queue length and limit|B":                     "same > 0 filter on the accept-queue length",
+	"listeners.json|SYN_RECV per listener|A":                             "filters on SYN_RECV > 0; the scenario makes no half-open connections",
+	"pods.json|SYN_RECV per listener|A":                                  "filters on SYN_RECV > 0; the scenario makes no half-open connections",
+	"leaks-and-exhaustion.json|Orphans against tcp_max_orphans|B":        "tcpstate_sysctl{name=\"net.ipv4.tcp_max_orphans\"} exists only in the initial network namespace (contract), and this exporter runs in a test namespace",
+	"overview.json|Namespace sampler|A":                                  "tcpstate_netns_namespaces is served only with --netns=all; the scenario runs --netns=host",
+	"overview.json|Namespace sampler|B":                                  "tcpstate_netns_sweep_period_seconds is served only with --netns=all; the scenario runs --netns=host",
+	"overview.json|Stalled sockets per peer (top 20)|A":                  "no peer is stalled in the scenario (collector/connhealth_scenario_linux_test.go makes them)",
+	"overview.json|Stalled sockets per peer (top 20)|B":                  "no peer is stalled in the scenario",
+	"overview.json|How long peers have been stalled|A":                   "no peer is stalled in the scenario",
+	"overview.json|How long peers have been stalled|B":                   "no peer is stalled in the scenario",
+	"overview.json|Self-connected sockets per node|A":                    "filters on a count > 0; the scenario has no self-connected socket",
+	"listeners.json|Half-open connections with SYN-ACK retransmitted|A":  "filters on > 0; the scenario makes no half-open connections",
+	"listeners.json|Half-open connections with SYN-ACK retransmitted|B":  "same > 0 filter",
+	"leaks-and-exhaustion.json|Half-open suspects by port and command|A": "no half-open suspect in the scenario (see allowedAbsentMetrics)",
+	"leaks-and-exhaustion.json|Longest silence of a half-open suspect|A": "no half-open suspect in the scenario",
+	"leaks-and-exhaustion.json|Half-open groups|A":                       "no half-open suspect in the scenario",
+	"leaks-and-exhaustion.json|Half-open groups|B":                       "no half-open suspect in the scenario",
 }
 
 // corePanels ("file|panel title") are the panels the scenario must fill:
@@ -172,7 +179,7 @@ func TestE2EPrometheusAlertmanager(t *testing.T) {
 	defer c.CloseIdleConnections()
 	hook, hookURL := startWebhook(t, ns)
 	startAlertmanager(t, ns, c, amBin, dir, hookURL)
-	startExporter(t, ns, c, exporterBin, "--sample.interval=1s", "--closewait.min-age="+closeWaitMinAge.String())
+	startExporter(t, ns, c, exporterBin, "--sample.interval=1s", "--halfopen.interval=1s", "--closewait.min-age="+closeWaitMinAge.String())
 	rulesFile := filepath.Join(dir, "tcpstate.rules.yml")
 	if err := os.WriteFile(rulesFile, rulesCopy, 0o644); err != nil {
 		t.Fatal(err)
@@ -505,6 +512,17 @@ func metricFamilies(t *testing.T, body []byte) map[string]map[string]bool {
 			}
 		}
 		out[name] = ls
+		// A query names a histogram's or summary's series, not its family.
+		var series []string
+		switch mf.GetType() {
+		case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
+			series = []string{"_bucket", "_sum", "_count"}
+		case dto.MetricType_SUMMARY:
+			series = []string{"_sum", "_count"}
+		}
+		for _, suffix := range series {
+			out[name+suffix] = ls
+		}
 	}
 	return out
 }
