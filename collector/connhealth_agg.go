@@ -413,7 +413,9 @@ func (h *healthAgg) resolveOwners(smp *Sample, lookup OwnerLookup, timeout time.
 		for _, ino := range missing {
 			switch ps := owners[ino]; {
 			case len(ps) > 0:
-				h.owners[uint32(ino)] = ps[0]
+				p := ps[0]
+				p.Comm = SafeLabel(p.Comm)
+				h.owners[uint32(ino)] = p
 			case complete:
 				// No process holds it (another PID namespace, or it
 				// exited): remembered as unknown, not looked up again.

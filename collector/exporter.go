@@ -242,7 +242,7 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 
 // exporterParts are the parts of tcpstate_scrape_errors_total an
 // Exporter reports.
-var exporterParts = []string{PartSockets, PartListeners, PartDestinations, PartCloseWait, PartKernel, PartSampler}
+var exporterParts = []string{PartSockets, PartListeners, PartDestinations, PartCloseWait, PartKernel, PartSampler, PartEvents}
 
 // metric builds one const metric of d, recording a failure (an invalid
 // label value) in pe under d's part instead of panicking: the series is

@@ -241,7 +241,10 @@ func NewSampler(opts Options) *Sampler {
 		return iv
 	}
 	// Listen samples and dumps both land in the window and the history:
-	// a quarter more room than one sample per interval.
+	// a quarter more room than one sample per interval. Where rare dumps
+	// too run every interval the history spans less than Detect.History
+	// (about 5/8 of it); the bound keeps the memory of many namespaces'
+	// histories where it was.
 	s.history = newRing(int(opts.Window/opts.Interval)*5/4 + 2)
 	s.hist = detect.NewHistory(opts.Detect.History, min(int(opts.Detect.History/opts.Interval)*5/4+2, 4500))
 	return s
@@ -289,8 +292,18 @@ func (s *Sampler) Sample(kind Kind) (*Sample, error) {
 	}
 	s.eval.Unlock()
 	smp, err := s.dump(ln, kind, &kern)
+	// From here on s.eval is held, so that the two lanes publish samples,
+	// summaries and findings in one order (eval before mu).
+	s.eval.Lock()
+	defer s.eval.Unlock()
+	// The event counters are read only for a summary the history will
+	// keep: one older than its newest (a dump that began before a cheap
+	// sample that ended first) is dropped, and the rises it would carry
+	// are left for the next.
 	if err == nil && s.events != nil {
-		smp.Events = s.events.sample(smp.Time, s.opts.InNetns, s.opts.Logger)
+		if l := s.hist.Latest(); l == nil || !smp.Time.Before(l.Time) {
+			smp.Events = s.events.sample(time.Now(), s.opts.InNetns, s.opts.Logger)
+		}
 	}
 	s.mu.Lock()
 	for _, e := range kerrs {
@@ -319,10 +332,8 @@ func (s *Sampler) Sample(kind Kind) (*Sample, error) {
 	sum := s.summaryLocked(smp, &merged)
 	s.mu.Unlock()
 
-	s.eval.Lock()
 	s.hist.Push(sum)
 	findings := s.det.Evaluate(s.hist)
-	s.eval.Unlock()
 	s.mu.Lock()
 	s.findings = findings
 	if len(findings) > 0 {

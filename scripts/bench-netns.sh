@@ -18,6 +18,8 @@
 #
 #   scripts/bench-netns.sh
 set -euo pipefail
+# go.mod names the toolchain (a newer Go 1.26 patch); let go fetch it.
+export GOTOOLCHAIN=auto
 cd "$(dirname "$0")/.."
 if [ "${BENCH_LOCK_HELD:-}" != 1 ]; then
   exec env BENCH_LOCK_HELD=1 flock /tmp/bench.lock "$0" "$@"

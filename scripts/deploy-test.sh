@@ -27,6 +27,9 @@
 # rules and mounts are recorded before and compared after: a difference
 # fails the run.
 set -Eeuo pipefail
+# go.mod names the toolchain (a newer Go 1.26 patch); let go fetch it, and
+# build the golang stand-in image from it.
+export GOTOOLCHAIN=auto
 trap 'echo "deploy-test: line ${LINENO}: command failed (exit $?): ${BASH_COMMAND}" >&2' ERR
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

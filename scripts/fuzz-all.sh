@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every native fuzz target for a bounded time each (default 10s).
 set -euo pipefail
+# go.mod names the toolchain (a newer Go 1.26 patch); let go fetch it.
+export GOTOOLCHAIN=auto
 cd "$(dirname "$0")/.."
 t="${1:-10s}"
 for pkg in $(go list ./...); do

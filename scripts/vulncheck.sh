@@ -13,6 +13,8 @@
 # Bump VULNDB_VERSION to check against newer advisories:
 #   go list -m golang.org/x/vulndb@latest
 set -euo pipefail
+# go.mod names the toolchain (a newer Go 1.26 patch); let go fetch it.
+export GOTOOLCHAIN=auto
 cd "$(dirname "$0")/.."
 
 vulndb_version="${VULNDB_VERSION:-v0.0.0-20261105234957-e22db6528018}"

@@ -47,7 +47,10 @@ func (f forecast) soon(horizon time.Duration) bool {
 }
 
 // windowStart returns the oldest summary of h taken within the forecast
-// window before the newest, by the time at gives, for which keep is true;
+// window before the newest, by the time at gives, for which keep is true.
+// When none is that recent (full dumps spaced further apart than the
+// window by the CPU budget, on a busy node) it returns the newest one
+// before the window, so that a forecast still comes, over a longer span.
 // ok is false when there is none or it is too recent to measure a rate
 // over.
 func windowStart(cfg *Config, h *History, at func(*Summary) time.Time, keep func(*Summary) bool) (*Summary, bool) {
@@ -59,15 +62,16 @@ func windowStart(cfg *Config, h *History, at func(*Summary) time.Time, keep func
 	for i := h.Len() - 2; i >= 0; i-- {
 		s := h.At(i)
 		t := at(s)
-		if t.IsZero() {
+		if t.IsZero() || !keep(s) {
 			continue
 		}
 		if now.Sub(t) > cfg.ForecastWindow {
+			if start == nil {
+				start = s
+			}
 			break
 		}
-		if keep(s) {
-			start = s
-		}
+		start = s
 	}
 	if start == nil || now.Sub(at(start)) < minForecastSpan {
 		return nil, false
@@ -125,7 +129,7 @@ func destinationForecast(cfg *Config, old, cur *Summary, d *Destination, used ui
 		}
 	}
 	if !found && old.DestinationsTruncated && len(old.Destinations) > 0 {
-		before = old.Destinations[len(old.Destinations)-1].Used
+		before = usedPorts(reuse, &old.Destinations[len(old.Destinations)-1])
 	}
 	return project(float64(before), float64(used), float64(usable), span)
 }

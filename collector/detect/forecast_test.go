@@ -196,3 +196,25 @@ func BenchmarkTimeWaitExhaustionForecast(b *testing.B) {
 		})
 	}
 }
+
+// TestTimeWaitExhaustionForecastSparseFullDumps: on a busy node the budget
+// spaces full dumps 30 s apart, further than the 10 s window; the forecast
+// then measures over the span between the two latest full dumps.
+func TestTimeWaitExhaustionForecastSparseFullDumps(t *testing.T) {
+	cfg := DefaultConfig()
+	h := build(61, time.Second, func(i int, s *Summary) {
+		s.Sysctls.TCPTWReuse = 0
+		full := i - i%30 // full dumps at 0, 30 and 60 s
+		s.DestinationsTime = t0.Add(time.Duration(full) * time.Second)
+		if u := uint64(5 * full); u > 0 {
+			s.Destinations = []Destination{dst("10.0.0.2", "10.0.0.9", 5432, u, 0)}
+		}
+	})
+	// 150 ports at 30 s, 300 at 60 s: 5 a second over 30 s; 700 left, 140 s.
+	cfg.ForecastHorizon = 150 * time.Second
+	fs := TimeWaitExhaustion(&cfg, h)
+	if len(fs) != 1 {
+		t.Fatalf("want one forecast from the two latest full dumps, got %v", fs)
+	}
+	checkEvidence(t, &fs[0], map[string]string{"trigger": "forecast", "ports_per_second": "5", "seconds_to_exhaustion": "140"})
+}

@@ -54,6 +54,12 @@ func keepaliveAdvice(s *procnet.Sysctls, ev map[string]string) string {
 	if !okT || !okI || !okP {
 		return ""
 	}
+	// The kernel caps each sysctl far below this; a value past a week
+	// (a fake procfs tree, say) is not worth an advice, nor an overflow.
+	const week = 7 * 24 * 3600
+	if t < 0 || i < 0 || p < 0 || t > week || i > week || p > week {
+		return ""
+	}
 	dead := time.Duration(t+i*p) * time.Second
 	ev["keepalive_detects_after"] = fmtDuration(dead)
 	return dead.String()

@@ -1,6 +1,9 @@
 package procnet
 
-import "path/filepath"
+import (
+	"math"
+	"path/filepath"
+)
 
 // Ehash describes the established hash table a network namespace's TCP
 // sockets live in, from net.ipv4.tcp_ehash_entries (Linux 6.1 and later).
@@ -43,7 +46,7 @@ func ParseEhash(data []byte, path string) (Ehash, error) {
 	switch {
 	case n > 0:
 		return Ehash{Entries: n, Private: true}, nil
-	case n < 0:
+	case n < 0 && n != math.MinInt64:
 		return Ehash{Entries: -n}, nil
 	}
 	return Ehash{}, withFile(parseErr(0, ErrValue, "an established hash of 0 entries"), path)
