@@ -1,6 +1,6 @@
 // Package dashboards holds the Grafana dashboards for tcpstate-exporter as
 // committed JSON models (overview, listeners, leaks-and-exhaustion, pods,
-// alerts). The program in gen/ writes them, and its test checks that the
+// alerts, events). The program in gen/ writes them, and its test checks that the
 // committed files are what it writes; this package's tests parse every query
 // with the PromQL parser and check the metric names against the contract and
 // the recording rules.
