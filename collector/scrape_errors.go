@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -56,7 +57,7 @@ type ScrapeErrors struct {
 	totals map[string]uint64
 	// failing holds, for each part whose latest collection failed, the
 	// first error of that collection.
-	failing map[string]string
+	failing map[string]failure
 }
 
 // NewScrapeErrors returns a ScrapeErrors that logs the first failure of a
@@ -71,7 +72,7 @@ func NewScrapeErrors(logger *slog.Logger) *ScrapeErrors {
 			[]string{"part"}, nil),
 		logger:  logger,
 		totals:  map[string]uint64{},
-		failing: map[string]string{},
+		failing: map[string]failure{},
 	}
 	for _, p := range ScrapeParts() {
 		s.totals[p] = 0
@@ -105,20 +106,36 @@ func (s *ScrapeErrors) Record(part string, errs []error) {
 	if len(reason) > maxReasonLen {
 		reason = strings.ToValidUTF8(reason[:maxReasonLen], "") + "..."
 	}
-	s.failing[part] = reason
+	s.failing[part] = failure{reason: reason, at: time.Now()}
 	if !wasFailing {
 		s.logger.Error("scrape left series out; the rest is served", "part", part, "series", len(errs), "err", reason)
 	}
 }
 
+// failure is a part's failing collection: the first error and when.
+type failure struct {
+	reason string
+	at     time.Time
+}
+
+// FailingFor is how long a part's failed collection counts as its state
+// without a newer collection. Nothing may scrape an unready pod (a
+// Service's endpoints list ready pods only), so a state that only a scrape
+// could clear would hold a pod unready for good; after FailingFor it is
+// ready again, and a scrape that still fails makes it unready again.
+const FailingFor = 2 * time.Minute
+
 // Failing returns "part: first error" for each part whose latest
-// collection left series out, sorted; nil when none did.
+// collection, within FailingFor, left series out, sorted; nil when none
+// did.
 func (s *ScrapeErrors) Failing() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []string
-	for p, r := range s.failing {
-		out = append(out, p+": "+r)
+	for p, f := range s.failing {
+		if time.Since(f.at) < FailingFor {
+			out = append(out, p+": "+f.reason)
+		}
 	}
 	slices.Sort(out)
 	return out

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -78,5 +79,29 @@ func TestScrapeErrorsBoundsParts(t *testing.T) {
 	}
 	if f := s.Failing(); len(f) != 1 || !strings.HasPrefix(f[0], PartSampler+": ") {
 		t.Errorf("Failing() = %v", f)
+	}
+}
+
+// TestScrapeErrorsFailingExpires: a part's failure stops counting after
+// FailingFor without a newer collection, so that an unready pod, which
+// nothing scrapes, becomes ready again (and unready at the next failing
+// scrape).
+func TestScrapeErrorsFailingExpires(t *testing.T) {
+	s := NewScrapeErrors(quiet)
+	s.Record(PartAlerts, []error{errors.New("bad label")})
+	if f := s.Failing(); len(f) != 1 {
+		t.Fatalf("Failing() right after a failure = %v, want the alerts part", f)
+	}
+	s.mu.Lock()
+	f := s.failing[PartAlerts]
+	f.at = time.Now().Add(-FailingFor - time.Second)
+	s.failing[PartAlerts] = f
+	s.mu.Unlock()
+	if f := s.Failing(); len(f) != 0 {
+		t.Errorf("Failing() after FailingFor without a collection = %v, want none", f)
+	}
+	s.Record(PartAlerts, []error{errors.New("bad label")})
+	if f := s.Failing(); len(f) != 1 {
+		t.Errorf("Failing() after a new failing collection = %v, want the alerts part", f)
 	}
 }
