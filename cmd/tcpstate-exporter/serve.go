@@ -272,16 +272,14 @@ func (ws *webServer) serve() error {
 			errc <- err
 		}()
 	}
-	var first error
+	// A listener that fails for good ends the process (the caller exits),
+	// rather than leaving it up without that address.
 	for range ws.servers {
-		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) && first == nil {
-			first = err
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
 		}
 	}
-	if first == nil {
-		return http.ErrServerClosed
-	}
-	return first
+	return http.ErrServerClosed
 }
 
 // shutdown stops accepting, closes connections without a request in
