@@ -53,14 +53,22 @@ func pairNetns(t *testing.T, extra ...netip.Addr) (server, client *fixture.Netns
 	return server, client
 }
 
-// listenGo opens a Go listener in ns that accepts every connection and
-// hands it to serve (nil: hold it open, reading and discarding).
+// listenGo opens a Go listener in ns, keepalive off, that accepts every
+// connection and hands it to serve (nil: hold it open, reading and
+// discarding).
 func listenGo(t *testing.T, ns *fixture.Netns, addr string, serve func(net.Conn)) netip.AddrPort {
+	t.Helper()
+	return listenGoKeepAlive(t, ns, addr, -1, serve)
+}
+
+// listenGoKeepAlive is listenGo with the accepted connections' keepalive
+// period (negative: off).
+func listenGoKeepAlive(t *testing.T, ns *fixture.Netns, addr string, keepAlive time.Duration, serve func(net.Conn)) netip.AddrPort {
 	t.Helper()
 	var ln net.Listener
 	if err := ns.Do(func() error {
 		var err error
-		ln, err = (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", addr)
+		ln, err = (&net.ListenConfig{KeepAlive: keepAlive}).Listen(context.Background(), "tcp", addr)
 		return err
 	}); err != nil {
 		t.Fatal(err)

@@ -59,46 +59,11 @@ func watchWith(t *testing.T, ns *fixture.Netns, opts collector.Options) (*watche
 // until the test ends.
 func holdServer(t *testing.T, ns *fixture.Netns, addr string, keepalive bool) netip.AddrPort {
 	t.Helper()
-	lc := net.ListenConfig{KeepAlive: -1}
+	ka := time.Duration(-1)
 	if keepalive {
-		lc.KeepAlive = 15 * time.Second // Go's default
+		ka = 15 * time.Second // Go's default
 	}
-	var ln net.Listener
-	if err := ns.Do(func() error {
-		var err error
-		ln, err = lc.Listen(context.Background(), "tcp", addr)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() { defer wg.Done(); io.Copy(io.Discard, c) }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return netip.MustParseAddrPort(ln.Addr().String())
+	return listenGoKeepAlive(t, ns, addr, ka, nil)
 }
 
 // greetFrom opens n connections from ns to addr with keepalive off, each
