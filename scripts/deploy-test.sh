@@ -81,8 +81,7 @@ install_packages() {
   done
   if ((${#missing[@]})); then
     log "installing Debian packages: ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    "${ROOT}/scripts/apt-install.sh" "${missing[@]}"
   fi
   # Debian starts these as services where it can; the test runs its own.
   systemctl stop prometheus containerd etcd >/dev/null 2>&1 || true

@@ -26,8 +26,7 @@ command -v clang >/dev/null || need_pkgs+=(clang)
 command -v llvm-strip >/dev/null || need_pkgs+=(llvm)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need_pkgs[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
+  scripts/apt-install.sh "${need_pkgs[@]}"
 fi
 export PATH="$PATH:$(go env GOPATH)/bin"
 if ! command -v helm >/dev/null; then
