@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/tcpstate/tcpstate-exporter/collector/detect"
 	"github.com/tcpstate/tcpstate-exporter/diag"
 	"github.com/tcpstate/tcpstate-exporter/diag/diagtest"
 	"github.com/tcpstate/tcpstate-exporter/diag/procnet"
@@ -161,7 +162,7 @@ func newBigNamespace() *bigNamespace {
 		b.socks = append(b.socks, s)
 		b.perState[s.Family.String()+"/"+s.State.String()]++
 	}
-	var lkeys []ListenerKey
+	var lkeys []detect.ListenerKey
 	for i := range 10000 {
 		var s diag.Socket
 		if i < 8000 {
@@ -171,7 +172,7 @@ func newBigNamespace() *bigNamespace {
 			s = listener(diag.AFInet6, addrV6(1, uint32(1+j/1000)), uint16(1000+j%1000), uint32(j%5), 256)
 		}
 		add(s)
-		lkeys = append(lkeys, ListenerKey{Family: s.Family, Addr: s.Src, Port: s.SrcPort})
+		lkeys = append(lkeys, detect.ListenerKey{Family: s.Family, Addr: s.Src, Port: s.SrcPort})
 		b.listeners++
 		b.queueLen += uint64(s.RQueue)
 		b.queueLimit += uint64(s.WQueue)

@@ -400,7 +400,7 @@ func TestScenarioRetransmittedHandshakes(t *testing.T) {
 	want := set.Listeners()[0]
 	// The first SYN-ACK retransmission comes 1 s after the SYN.
 	deadline := time.Now().Add(10 * time.Second)
-	var last collector.Listener
+	var last detect.Listener
 	for time.Now().Before(deadline) {
 		for _, kind := range collector.Kinds {
 			smp, err := s.Sample(kind)

@@ -333,7 +333,7 @@ type cachedSeries struct {
 	errs partErrors
 	// keptListeners are the listeners reported one by one when some were
 	// folded (nil otherwise), for the next fold's ranking.
-	keptListeners map[ListenerKey]struct{}
+	keptListeners map[detect.ListenerKey]struct{}
 }
 
 // sampleSeries returns the series of a target that depend only on its
@@ -347,7 +347,7 @@ func (e *Exporter) sampleSeries(t Target, v *View) ([]prometheus.Metric, partErr
 	if c != nil && c.latest == v.Latest && c.full == v.Full {
 		return c.series, c.errs
 	}
-	var prev map[ListenerKey]struct{}
+	var prev map[detect.ListenerKey]struct{}
 	if c != nil {
 		prev = c.keptListeners
 	}
@@ -468,7 +468,7 @@ func (e *Exporter) collectOther(ch chan<- prometheus.Metric, pe partErrors, view
 		untracked           uint64
 		cw                  = detect.CloseWaitGroup{Port: "other", Command: "other"}
 		cwGroups            int
-		lsums               familySums[Listener]
+		lsums               familySums[detect.Listener]
 		dests               familySums[detect.Destination]
 		nListeners, nDests  int
 	)
@@ -629,7 +629,7 @@ func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, pe partErrors, t T
 // sample exists. prev and kept are the listeners reported one by one at the
 // previous build and at this one, when some were folded.
 // Series it cannot build are left out and recorded in pe.
-func (e *Exporter) buildSampleSeries(pe partErrors, labels []string, v *View, prev map[ListenerKey]struct{}) (out []prometheus.Metric, kept map[ListenerKey]struct{}) {
+func (e *Exporter) buildSampleSeries(pe partErrors, labels []string, v *View, prev map[detect.ListenerKey]struct{}) (out []prometheus.Metric, kept map[detect.ListenerKey]struct{}) {
 	lv := func(l ...string) []string { return safeLabels(labels, l...) }
 	gauge := func(d *prometheus.Desc, val float64, l ...string) {
 		if m, ok := e.metric(pe, d, prometheus.GaugeValue, val, lv(l...)); ok {
@@ -653,12 +653,12 @@ func (e *Exporter) buildSampleSeries(pe partErrors, labels []string, v *View, pr
 	}
 	keptL, other, folded := foldListeners(v.Listeners, e.opts.MaxListeners, prev)
 	if folded > 0 {
-		kept = make(map[ListenerKey]struct{}, len(keptL))
+		kept = make(map[detect.ListenerKey]struct{}, len(keptL))
 		for _, l := range keptL {
 			kept[l.ListenerKey] = struct{}{}
 		}
 	}
-	emit := func(l Listener, addr, port string) {
+	emit := func(l detect.Listener, addr, port string) {
 		fn := l.Family.String()
 		gauge(e.lQueue, float64(l.QueueLen), fn, addr, port)
 		gauge(e.lLimit, float64(l.QueueLimit), fn, addr, port)
@@ -745,11 +745,11 @@ func foldDestinations(smp *Sample, limit int) (kept, other []detect.Destination,
 // (kept at the previous sample) ranks with its queue plus a quarter plus
 // one, so that listeners of about equal queues do not swap places from one
 // sample to the next.
-func foldListeners(ls []Listener, limit int, prev map[ListenerKey]struct{}) (kept, other []Listener, folded int) {
+func foldListeners(ls []detect.Listener, limit int, prev map[detect.ListenerKey]struct{}) (kept, other []detect.Listener, folded int) {
 	if len(ls) <= limit {
 		return ls, nil, 0
 	}
-	score := func(l Listener) uint64 {
+	score := func(l detect.Listener) uint64 {
 		q := uint64(l.QueueLen)
 		if _, ok := prev[l.ListenerKey]; ok {
 			q += q/4 + 1
@@ -757,7 +757,7 @@ func foldListeners(ls []Listener, limit int, prev map[ListenerKey]struct{}) (kep
 		return q
 	}
 	sorted := slices.Clone(ls)
-	slices.SortStableFunc(sorted, func(x, y Listener) int {
+	slices.SortStableFunc(sorted, func(x, y detect.Listener) int {
 		if c := cmp.Compare(score(y), score(x)); c != 0 {
 			return c
 		}
@@ -767,7 +767,7 @@ func foldListeners(ls []Listener, limit int, prev map[ListenerKey]struct{}) (kep
 		return x.ListenerKey.Compare(y.ListenerKey)
 	})
 	kept = sorted[:limit]
-	var sums familySums[Listener]
+	var sums familySums[detect.Listener]
 	for _, l := range sorted[limit:] {
 		addListener(sums.of(l.Family), l)
 	}
@@ -800,7 +800,7 @@ func (p *familySums[T]) list() []T {
 }
 
 // addListener adds l's queues and counts into sum.
-func addListener(sum *Listener, l Listener) {
+func addListener(sum *detect.Listener, l detect.Listener) {
 	sum.Family = l.Family
 	sum.Sockets += l.Sockets
 	sum.QueueLen += l.QueueLen

@@ -134,7 +134,7 @@ type View struct {
 	// Max is the per-state maximum over the window.
 	Max Counts
 	// Listeners come from the latest dump of any kind.
-	Listeners []Listener
+	Listeners []detect.Listener
 	// Full, Rare and Listen are the latest samples of each kind (nil
 	// before one); Latest is the newest of them. Destinations come from
 	// Full; kernel values and CLOSE_WAIT groups from Latest.
@@ -392,7 +392,7 @@ func (s *Sampler) carryLocked(smp *Sample) {
 	smp.CloseWait, smp.CloseWaitFolded, smp.CloseWaitUntracked = d.CloseWait, d.CloseWaitFolded, d.CloseWaitUntracked
 	for i := range smp.Listeners {
 		l := &smp.Listeners[i]
-		j, ok := slices.BinarySearchFunc(d.Listeners, l.ListenerKey, func(x Listener, k ListenerKey) int { return x.ListenerKey.Compare(k) })
+		j, ok := slices.BinarySearchFunc(d.Listeners, l.ListenerKey, func(x detect.Listener, k detect.ListenerKey) int { return x.ListenerKey.Compare(k) })
 		if !ok {
 			continue
 		}
@@ -445,13 +445,13 @@ func (s *Sampler) summaryLocked(smp *Sample, merged *Counts) detect.Summary {
 		}
 	}
 	if len(sum.Listeners) > maxSummaryListeners {
-		fill := func(l *Listener) float64 {
+		fill := func(l *detect.Listener) float64 {
 			lim := float64(max(l.QueueLimit, 1))
 			return max(float64(l.SynRecv), float64(l.QueueLen)) / lim
 		}
-		slices.SortStableFunc(sum.Listeners, func(x, y Listener) int { return cmp.Compare(fill(&y), fill(&x)) })
+		slices.SortStableFunc(sum.Listeners, func(x, y detect.Listener) int { return cmp.Compare(fill(&y), fill(&x)) })
 		sum.Listeners = sum.Listeners[:maxSummaryListeners]
-		slices.SortFunc(sum.Listeners, func(x, y Listener) int { return x.ListenerKey.Compare(y.ListenerKey) })
+		slices.SortFunc(sum.Listeners, func(x, y detect.Listener) int { return x.ListenerKey.Compare(y.ListenerKey) })
 	}
 	if s.full != nil {
 		sum.Destinations = s.full.Destinations
