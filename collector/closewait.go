@@ -8,7 +8,6 @@ import (
 
 	"github.com/tcpstate/tcpstate-exporter/collector/detect"
 	"github.com/tcpstate/tcpstate-exporter/diag"
-	"github.com/tcpstate/tcpstate-exporter/diag/procnet"
 )
 
 // Owner lookups for CLOSE_WAIT sockets. A lookup scans /proc/PID/fd of
@@ -36,12 +35,6 @@ const (
 	// descriptors, 2.5% of a core at one lookup per lookupInterval.
 	DefaultLookupTimeout = 250 * time.Millisecond
 )
-
-// OwnerLookup maps socket inodes to the processes holding them, spending at
-// most timeout; inodes it cannot place are absent from the result, and
-// complete is false when the timeout cut the scan short.
-// procnet.InodeLookup is the default.
-type OwnerLookup func(inodes []uint64, timeout time.Duration) (owners map[uint64][]procnet.Process, complete bool, err error)
 
 // cwEntry is one tracked CLOSE_WAIT socket.
 type cwEntry struct {
