@@ -14,7 +14,7 @@ import (
 // every process until the inodes are found (about 3.5 µs per open
 // descriptor on the node), so it runs only for sockets older than the
 // minimum age, at most once per lookupInterval, for at most maxLookupInodes
-// sockets, bounded by a timeout (Options.LookupTimeout, default
+// sockets, bounded by a timeout (SamplerOptions.LookupTimeout, default
 // DefaultLookupTimeout). A scan cut short by the timeout leaves the sockets
 // it did not reach for the next lookup, which resumes after the last process
 // scanned (see resumingLookup), and doubles both the interval and the

@@ -56,7 +56,9 @@ type ExporterOptions struct {
 
 // OtherTarget is the value of the first target label (netns) of the target
 // that folds the namespaces beyond ExporterOptions.MaxTargets; its other
-// target labels are empty. HostTarget is the first label value of a target
+// target labels are empty. HostTarget names the agent's own network
+// namespace: its netns label value (netns.Namespace.Label), the name its
+// Sampler is scheduled under, and the first label value of the one target
 // that is never folded.
 const (
 	OtherTarget = "other"

@@ -94,13 +94,13 @@ func (e *Exporter) collectTarget(ch chan<- prometheus.Metric, pe partErrors, t T
 		}
 	}
 
-	files := make([]string, 0, len(v.KernelErrors))
-	for f := range v.KernelErrors {
+	files := make([]string, 0, len(v.ReadErrors))
+	for f := range v.ReadErrors {
 		files = append(files, f)
 	}
 	slices.Sort(files)
 	for _, f := range files {
-		counter(e.kernelErrors, float64(v.KernelErrors[f]), f)
+		counter(e.kernelErrors, float64(v.ReadErrors[f]), f)
 	}
 	series, errs := e.sampleSeries(t, &v)
 	for _, m := range series {
@@ -169,7 +169,7 @@ func (e *Exporter) buildSampleSeries(pe partErrors, labels []string, v *View, pr
 		}
 	}
 	if smp := v.Latest; smp != nil {
-		e.collectKernel(pe, func(m prometheus.Metric) { out = append(out, m) }, lv, &smp.Kernel)
+		e.collectProcfs(pe, func(m prometheus.Metric) { out = append(out, m) }, lv, &smp.Procfs)
 		for _, g := range smp.CloseWait {
 			// The command is a process name: anything its owner chose.
 			cmd := SafeLabel(g.Command)
@@ -222,9 +222,9 @@ func (e *Exporter) buildSampleSeries(pe partErrors, labels []string, v *View, pr
 	return out, kept
 }
 
-// collectKernel emits the kernel counters, orphans and sysctls that could
+// collectProcfs emits the kernel counters, orphans and sysctls that could
 // be read.
-func (e *Exporter) collectKernel(pe partErrors, emit func(prometheus.Metric), lv func(...string) []string, k *Kernel) {
+func (e *Exporter) collectProcfs(pe partErrors, emit func(prometheus.Metric), lv func(...string) []string, k *ProcfsValues) {
 	send := func(d *prometheus.Desc, t prometheus.ValueType, val float64, l ...string) {
 		if m, ok := e.metric(pe, d, t, val, lv(l...)); ok {
 			emit(m)

@@ -95,10 +95,10 @@ func (c *Counts) Total() uint64 {
 	return n
 }
 
-// Kernel holds what a sample read from procfs besides the dump: the TCP
+// ProcfsValues holds what a sample read from procfs besides the dump: the TCP
 // counters, sockstat and the sysctls the detectors use. Each part's Present
 // set says what could be read.
-type Kernel struct {
+type ProcfsValues struct {
 	Counters procnet.Counters
 	Sockstat procnet.Sockstat
 	Sysctls  procnet.Sysctls
@@ -120,10 +120,10 @@ type Sample struct {
 	Unknown uint64
 	// Dump describes the kernel exchange.
 	Dump diag.Stats
-	// Kernel holds the counters, sockstat and sysctls read with the dump.
+	// Procfs holds the counters, sockstat and sysctls read with the dump.
 	// A Listen sample reads the sysctls only every few seconds and carries
 	// the latest values between.
-	Kernel Kernel
+	Procfs ProcfsValues
 	// ReadCPU is the CPU time the kernel reads used on a thread of their
 	// own (inside another network namespace); zero when they ran on the
 	// caller's thread.
@@ -143,7 +143,7 @@ type Sample struct {
 
 	// CloseWait groups the CLOSE_WAIT sockets by local port and owning
 	// command, most sockets first; CloseWaitFolded counts groups folded into
-	// the last one (port and command "other") by Options.MaxCloseWaitGroups,
+	// the last one (port and command "other") by SamplerOptions.MaxCloseWaitGroups,
 	// and CloseWaitUntracked the sockets not tracked because the tracker
 	// was full (they are in Counts but in no group).
 	CloseWait          []detect.CloseWaitGroup

@@ -227,7 +227,7 @@ func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshot
 	snaps, errs = make([]*snapshot, len(targets)), make([]error, len(targets))
 	samplers := make([]*collector.Sampler, len(targets))
 	for i, t := range targets {
-		s := collector.NewSampler(collector.Options{
+		s := collector.NewSampler(collector.SamplerOptions{
 			Interval: interval,
 			Window:   interval,
 			Method:   opts.Method,
