@@ -9,8 +9,8 @@ import (
 
 // OwnerLookup maps socket inodes to the processes holding them, spending at
 // most timeout; inodes it cannot place are absent from the result, and
-// complete is false when the timeout cut the scan short.
-// procnet.InodeLookup is the default.
+// complete is false when the timeout cut the scan short. The default is
+// resumingLookup over a procnet.InodeLookup.
 type OwnerLookup func(inodes []uint64, timeout time.Duration) (owners map[uint64][]procnet.Process, complete bool, err error)
 
 // maxOwnerHints bounds the processes remembered as likely owners.

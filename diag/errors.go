@@ -14,8 +14,6 @@ var (
 	// ErrUnavailable reports that the kernel has no inet_diag handler for the
 	// request (module not loaded, or kernel built without it).
 	ErrUnavailable = errors.New("sock_diag: inet_diag unavailable")
-	// ErrDumpInterrupted reports an NLM_F_DUMP_INTR flag on a reply.
-	ErrDumpInterrupted = errors.New("sock_diag: dump interrupted")
 	// ErrClosed reports use of a closed or failed Conn.
 	ErrClosed = errors.New("sock_diag: connection closed")
 )
