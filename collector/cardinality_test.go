@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/tcpstate/tcpstate-exporter/collector/detect"
 	"github.com/tcpstate/tcpstate-exporter/diag"
 	"github.com/tcpstate/tcpstate-exporter/diag/diagtest"
 	"github.com/tcpstate/tcpstate-exporter/diag/procnet"
@@ -47,8 +48,8 @@ func cardProcRoot(t testing.TB) string {
 // cardOptions are Sampler options for the fake kernels: quiet, no owner
 // lookups, and an interval of two minutes so that the detectors' history
 // holds few samples (History/Interval+2) and fills within a few cycles.
-func cardOptions(procRoot string, dial func() (*diag.Conn, error)) Options {
-	return Options{
+func cardOptions(procRoot string, dial func() (*diag.Conn, error)) SamplerOptions {
+	return SamplerOptions{
 		Dial:     dial,
 		ProcRoot: procRoot,
 		Interval: 2 * time.Minute,
@@ -59,13 +60,13 @@ func cardOptions(procRoot string, dial func() (*diag.Conn, error)) Options {
 	}
 }
 
-// cachedKernel is a fake kernel for large dumps and many namespaces: it
+// cachedDial is a fake kernel for large dumps and many namespaces: it
 // encodes the reply to each (message type, state mask) once and only
 // rewrites the sequence numbers for later requests, so that a dump of 100k
 // sockets costs the decoding, not the encoding; and unlike
 // diagtest.Transport its transport keeps no record of the requests, so
 // that a long run's heap is the Sampler's alone.
-func cachedKernel(socks []diag.Socket) func() (*diag.Conn, error) {
+func cachedDial(socks []diag.Socket) func() (*diag.Conn, error) {
 	var mu sync.Mutex
 	cache := map[[2]uint32][][]byte{}
 	reply := func(r diagtest.Request) [][]byte {
@@ -161,7 +162,7 @@ func newBigNamespace() *bigNamespace {
 		b.socks = append(b.socks, s)
 		b.perState[s.Family.String()+"/"+s.State.String()]++
 	}
-	var lkeys []ListenerKey
+	var lkeys []detect.ListenerKey
 	for i := range 10000 {
 		var s diag.Socket
 		if i < 8000 {
@@ -171,7 +172,7 @@ func newBigNamespace() *bigNamespace {
 			s = listener(diag.AFInet6, addrV6(1, uint32(1+j/1000)), uint16(1000+j%1000), uint32(j%5), 256)
 		}
 		add(s)
-		lkeys = append(lkeys, ListenerKey{Family: s.Family, Addr: s.Src, Port: s.SrcPort})
+		lkeys = append(lkeys, detect.ListenerKey{Family: s.Family, Addr: s.Src, Port: s.SrcPort})
 		b.listeners++
 		b.queueLen += uint64(s.RQueue)
 		b.queueLimit += uint64(s.WQueue)
@@ -282,7 +283,7 @@ func countOther(ss []series, l string) (other, rest int) {
 
 func TestCardinalityOneNamespace(t *testing.T) {
 	b := newBigNamespace()
-	s := NewSampler(cardOptions(cardProcRoot(t), cachedKernel(b.socks)))
+	s := NewSampler(cardOptions(cardProcRoot(t), cachedDial(b.socks)))
 	const maxL, maxD = 1000, 50
 	e := NewExporter(func() []Target { return []Target{{Sampler: s}} }, ExporterOptions{MaxListeners: maxL, MaxDestinations: maxD})
 	reg := prometheus.NewPedanticRegistry()
@@ -388,7 +389,7 @@ func newSmallNamespaces(n int, procRoot string) *smallNamespaces {
 			labels = []string{strconv.Itoa(4026531000 + i), "ns" + strconv.Itoa(i%7), "pod-" + strconv.Itoa(i)}
 		}
 		socks := smallSockets(i, size)
-		s := NewSampler(cardOptions(procRoot, cachedKernel(socks)))
+		s := NewSampler(cardOptions(procRoot, cachedDial(socks)))
 		ns.samplers = append(ns.samplers, s)
 		ns.targets = append(ns.targets, Target{Sampler: s, Labels: labels})
 		ns.size = append(ns.size, size)
@@ -403,7 +404,7 @@ func (ns *smallNamespaces) resize(i, size int) {
 	s := ns.samplers[i]
 	old := len(smallSockets(i, ns.size[i]))
 	socks := smallSockets(i, size)
-	s.opts.Dial = cachedKernel(socks)
+	s.opts.Dial = cachedDial(socks)
 	s.Close()
 	ns.size[i] = size
 	ns.total = ns.total - uint64(old) + uint64(len(socks))
@@ -579,7 +580,7 @@ func TestCardinalityMemoryBounded(t *testing.T) {
 	}
 	root := cardProcRoot(t)
 	b := newBigNamespace()
-	big := NewSampler(cardOptions(root, cachedKernel(b.socks)))
+	big := NewSampler(cardOptions(root, cachedDial(b.socks)))
 	ns := newSmallNamespaces(500, root)
 	targets := append([]Target{{Sampler: big, Labels: []string{"4026539999", "big", "big-0"}}}, ns.targets...)
 	e := NewExporter(func() []Target { return targets }, ExporterOptions{TargetLabels: []string{"netns", "namespace", "pod"}, MaxTargets: 100})

@@ -8,14 +8,13 @@ import (
 
 	"github.com/tcpstate/tcpstate-exporter/collector/detect"
 	"github.com/tcpstate/tcpstate-exporter/diag"
-	"github.com/tcpstate/tcpstate-exporter/diag/procnet"
 )
 
 // Owner lookups for CLOSE_WAIT sockets. A lookup scans /proc/PID/fd of
 // every process until the inodes are found (about 3.5 µs per open
 // descriptor on the node), so it runs only for sockets older than the
 // minimum age, at most once per lookupInterval, for at most maxLookupInodes
-// sockets, bounded by a timeout (Options.LookupTimeout, default
+// sockets, bounded by a timeout (SamplerOptions.LookupTimeout, default
 // DefaultLookupTimeout). A scan cut short by the timeout leaves the sockets
 // it did not reach for the next lookup, which resumes after the last process
 // scanned (see resumingLookup), and doubles both the interval and the
@@ -36,12 +35,6 @@ const (
 	// descriptors, 2.5% of a core at one lookup per lookupInterval.
 	DefaultLookupTimeout = 250 * time.Millisecond
 )
-
-// OwnerLookup maps socket inodes to the processes holding them, spending at
-// most timeout; inodes it cannot place are absent from the result, and
-// complete is false when the timeout cut the scan short.
-// procnet.InodeLookup is the default.
-type OwnerLookup func(inodes []uint64, timeout time.Duration) (owners map[uint64][]procnet.Process, complete bool, err error)
 
 // cwEntry is one tracked CLOSE_WAIT socket.
 type cwEntry struct {

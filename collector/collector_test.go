@@ -21,8 +21,8 @@ var (
 	v6lo  = netip.MustParseAddr("::1")
 )
 
-// fakeKernel answers every dump with the sockets of the requested states.
-var fakeKernel = diagtest.Kernel
+// fakeDial answers every dump with the sockets of the requested states.
+var fakeDial = diagtest.Dialer
 
 func sock(f diag.Family, st diag.State, src netip.Addr, sport uint16, dst netip.Addr, dport uint16) diag.Socket {
 	return diag.Socket{Family: f, State: st, Src: src, SrcPort: sport, Dst: dst, DstPort: dport}
@@ -49,7 +49,7 @@ func TestSampleCountsAndListeners(t *testing.T) {
 		sock(diag.AFInet, diag.CloseWait, v4lo, 5432, v4lo, 41000),
 		{Family: 44, State: diag.Established},
 	}
-	s := NewSampler(Options{Dial: fakeKernel(socks)})
+	s := NewSampler(SamplerOptions{Dial: fakeDial(socks)})
 	smp, err := s.Sample(Full)
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +75,7 @@ func TestSampleCountsAndListeners(t *testing.T) {
 	// A rare sample replaces the rare states but keeps established and
 	// time_wait from the full one.
 	socks = append(socks[:4:4], sock(diag.AFInet, diag.CloseWait, v4lo, 1, v4lo, 2), sock(diag.AFInet, diag.CloseWait, v4lo, 1, v4lo, 3))
-	s.opts.Dial = fakeKernel(socks)
+	s.opts.Dial = fakeDial(socks)
 	s.Close()
 	if _, err := s.Sample(Rare); err != nil {
 		t.Fatal(err)
@@ -91,13 +91,13 @@ func TestSampleCountsAndListeners(t *testing.T) {
 
 func TestSamplerCountsFailures(t *testing.T) {
 	fail := true
-	s := NewSampler(Options{Dial: func() (*diag.Conn, error) {
+	s := NewSampler(SamplerOptions{Dial: func() (*diag.Conn, error) {
 		if fail {
 			return diag.NewConn(&diagtest.Transport{Handler: func(r diagtest.Request) ([][]byte, error) {
 				return [][]byte{diagtest.Error(r.Seq, -1)}, nil
 			}}), nil
 		}
-		return fakeKernel(nil)()
+		return fakeDial(nil)()
 	}})
 	if _, err := s.Sample(Full); err == nil {
 		t.Fatal("sample over a failing kernel succeeded")
@@ -123,7 +123,7 @@ func TestExporterMetrics(t *testing.T) {
 		listener(diag.AFInet6, v6any, 22, 0, 128),
 		sock(diag.AFInet, diag.Established, v4lo, 80, v4lo, 40000),
 	}
-	s := NewSampler(Options{Dial: fakeKernel(socks)})
+	s := NewSampler(SamplerOptions{Dial: fakeDial(socks)})
 	e := NewExporter(func() []Target { return []Target{{Sampler: s}} }, ExporterOptions{MaxListeners: 2})
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(e)
@@ -175,8 +175,8 @@ tcpstate_dumps_total{kind="rare"} 0
 }
 
 func TestExporterTargetLabels(t *testing.T) {
-	a := NewSampler(Options{Dial: fakeKernel([]diag.Socket{listener(diag.AFInet, v4any, 80, 0, 1)})})
-	b := NewSampler(Options{Dial: fakeKernel([]diag.Socket{listener(diag.AFInet, v4any, 80, 0, 1)})})
+	a := NewSampler(SamplerOptions{Dial: fakeDial([]diag.Socket{listener(diag.AFInet, v4any, 80, 0, 1)})})
+	b := NewSampler(SamplerOptions{Dial: fakeDial([]diag.Socket{listener(diag.AFInet, v4any, 80, 0, 1)})})
 	a.Sample(Full)
 	b.Sample(Full)
 	e := NewExporter(func() []Target {
@@ -199,8 +199,8 @@ tcpstate_listener_sockets{address="0.0.0.0",family="ipv4",namespace="shop",netns
 // shows at the next scrape; the cache forgets targets that are gone.
 func TestExporterSeriesFollowSamples(t *testing.T) {
 	socks := []diag.Socket{listener(diag.AFInet, v4lo, 8080, 1, 16)}
-	a := NewSampler(Options{Dial: fakeKernel(socks)})
-	b := NewSampler(Options{Dial: fakeKernel([]diag.Socket{listener(diag.AFInet, v4any, 80, 0, 1)})})
+	a := NewSampler(SamplerOptions{Dial: fakeDial(socks)})
+	b := NewSampler(SamplerOptions{Dial: fakeDial([]diag.Socket{listener(diag.AFInet, v4any, 80, 0, 1)})})
 	for _, s := range []*Sampler{a, b} {
 		if _, err := s.Sample(Full); err != nil {
 			t.Fatal(err)
@@ -254,7 +254,7 @@ func TestListenerFoldingIsStable(t *testing.T) {
 		listener(diag.AFInet, v4lo, 8002, 4, 16),
 		listener(diag.AFInet, v4lo, 8003, 3, 16),
 	}
-	s := NewSampler(Options{Dial: fakeKernel(socks)})
+	s := NewSampler(SamplerOptions{Dial: fakeDial(socks)})
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(NewExporter(func() []Target { return []Target{{Sampler: s}} }, ExporterOptions{MaxListeners: 2}))
 	kept := func() []string {
@@ -311,7 +311,7 @@ func TestSampleMethodsAgree(t *testing.T) {
 	}
 	var counts [2]Counts
 	for i, m := range []diag.Method{diag.MethodAuto, diag.MethodV2} {
-		smp, err := NewSampler(Options{Dial: fakeKernel(socks), Method: m}).Sample(Full)
+		smp, err := NewSampler(SamplerOptions{Dial: fakeDial(socks), Method: m}).Sample(Full)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -111,7 +111,7 @@ type healthAgg struct {
 	clientKeys   []clientKey
 	clientCounts []uint32
 	// accIdx and accs gather the clients per listener when the dump ends.
-	accIdx map[*Listener]int32
+	accIdx map[*detect.Listener]int32
 	accs   []clientAcc
 	// untracked counts, per local port, the live connections beyond
 	// maxClientKeys; allocated at the first overflow (a namespace that
@@ -133,7 +133,7 @@ func newHealthAgg() healthAgg {
 		since:      map[peerKey]time.Time{},
 		next:       map[peerKey]time.Time{},
 		clientIdx:  map[clientKey]int32{},
-		accIdx:     map[*Listener]int32{},
+		accIdx:     map[*detect.Listener]int32{},
 		owners:     map[uint32]procnet.Process{},
 	}
 }
@@ -224,7 +224,7 @@ func (h *healthAgg) addClient(s *diag.Socket) {
 
 // finish fills the sample's connection-health fields; lst are the dump's
 // listeners and match finds the one a local address and port belongs to.
-func (h *healthAgg) finish(smp *Sample, lst []Listener, match func(ListenerKey) *Listener) {
+func (h *healthAgg) finish(smp *Sample, lst []detect.Listener, match func(detect.ListenerKey) *detect.Listener) {
 	if !h.on {
 		return
 	}
@@ -320,13 +320,13 @@ func (a *clientAcc) offer(c detect.ClientCount) {
 	a.n++
 }
 
-func (h *healthAgg) finishClients(smp *Sample, lst []Listener, match func(ListenerKey) *Listener) {
+func (h *healthAgg) finishClients(smp *Sample, lst []detect.Listener, match func(detect.ListenerKey) *detect.Listener) {
 	if len(h.clientKeys) == 0 && !h.anyUntracked {
 		return
 	}
 	clear(h.accIdx)
 	h.accs = h.accs[:0]
-	acc := func(l *Listener) *clientAcc {
+	acc := func(l *detect.Listener) *clientAcc {
 		j, ok := h.accIdx[l]
 		if !ok {
 			j = int32(len(h.accs))
@@ -336,7 +336,7 @@ func (h *healthAgg) finishClients(smp *Sample, lst []Listener, match func(Listen
 		return &h.accs[j]
 	}
 	for i, k := range h.clientKeys {
-		l := match(ListenerKey{Family: diag.Family(k.fam), Addr: netip.AddrFrom16(k.local).Unmap(), Port: k.port})
+		l := match(detect.ListenerKey{Family: diag.Family(k.fam), Addr: netip.AddrFrom16(k.local).Unmap(), Port: k.port})
 		if l == nil {
 			continue // its listener closed since the previous dump
 		}

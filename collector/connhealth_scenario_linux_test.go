@@ -43,7 +43,7 @@ func pairNetns(t *testing.T, extra ...netip.Addr) (server, client *fixture.Netns
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := fixture.ConnectVeth(ctx, server, client, fixture.VethConfig{
+	if _, err := fixture.ConnectVeth(ctx, server, client, fixture.VethOptions{
 		NameA: "tsdtch0", NameB: "tsdtch1",
 		AddrsA: []netip.Prefix{netip.PrefixFrom(chServer, 24)},
 		AddrsB: addrs,
@@ -391,8 +391,8 @@ func TestScenarioRetransmittedHandshakes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	s := collector.NewSampler(collector.Options{
-		Dial:    func() (*diag.Conn, error) { return diag.Dial(&diag.Config{NetNS: int(f.Fd())}) },
+	s := collector.NewSampler(collector.SamplerOptions{
+		Dial:    func() (*diag.Conn, error) { return diag.Dial(&diag.DialOptions{NetNS: int(f.Fd())}) },
 		InNetns: server.Do,
 		Logger:  slog.New(slog.DiscardHandler),
 	})
@@ -400,7 +400,7 @@ func TestScenarioRetransmittedHandshakes(t *testing.T) {
 	want := set.Listeners()[0]
 	// The first SYN-ACK retransmission comes 1 s after the SYN.
 	deadline := time.Now().Add(10 * time.Second)
-	var last collector.Listener
+	var last detect.Listener
 	for time.Now().Before(deadline) {
 		for _, kind := range collector.Kinds {
 			smp, err := s.Sample(kind)

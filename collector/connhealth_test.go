@@ -62,7 +62,7 @@ func TestConnHealthSample(t *testing.T) {
 		}
 		return out, true, nil
 	}
-	s := NewSampler(Options{Dial: fakeKernel(healthSockets()), LookupOwners: lookup})
+	s := NewSampler(SamplerOptions{Dial: fakeDial(healthSockets()), LookupOwners: lookup})
 	smp, err := s.Sample(Full)
 	if err != nil {
 		t.Fatal(err)
@@ -169,7 +169,7 @@ func TestConnHealthBounds(t *testing.T) {
 		remote := netip.AddrFrom4([4]byte{10, 2 + byte(i>>16), byte(i >> 8), byte(i)})
 		socks = append(socks, sock(diag.AFInet, diag.Established, v4lo, 80, remote, 50000))
 	}
-	s := NewSampler(Options{Dial: fakeKernel(socks), LookupOwners: noLookup(t)})
+	s := NewSampler(SamplerOptions{Dial: fakeDial(socks), LookupOwners: noLookup(t)})
 	s.dumps.agg.health.owners[0] = procnet.Process{} // inode 0 is never looked up
 	smp, err := s.Sample(Full)
 	if err != nil {
@@ -219,9 +219,9 @@ func TestConnHealthAllocs(t *testing.T) {
 // target: their connection health is summed into "other" series and
 // counted in tcpstate_folded_series.
 func TestConnHealthFoldedNamespaces(t *testing.T) {
-	host := NewSampler(Options{Dial: fakeKernel([]diag.Socket{listener(diag.AFInet, v4any, 22, 0, 1)})})
-	a := NewSampler(Options{Dial: fakeKernel(healthSockets()), LookupOwners: noLookup(t)})
-	b := NewSampler(Options{Dial: fakeKernel(healthSockets()), LookupOwners: noLookup(t)})
+	host := NewSampler(SamplerOptions{Dial: fakeDial([]diag.Socket{listener(diag.AFInet, v4any, 22, 0, 1)})})
+	a := NewSampler(SamplerOptions{Dial: fakeDial(healthSockets()), LookupOwners: noLookup(t)})
+	b := NewSampler(SamplerOptions{Dial: fakeDial(healthSockets()), LookupOwners: noLookup(t)})
 	for _, s := range []*Sampler{host, a, b} {
 		s.dumps.agg.health.owners[11], s.dumps.agg.health.owners[14], s.dumps.agg.health.owners[16] = procnet.Process{}, procnet.Process{}, procnet.Process{}
 		if _, err := s.Sample(Full); err != nil {

@@ -6,7 +6,7 @@
 // "rare" ones that skip ESTABLISHED and TIME_WAIT) and aggregates each into
 // a Sample. Before every dump it reads the namespace's TCP counters
 // (/proc/net/netstat and snmp), sockstat and the sysctls the detectors use,
-// on a thread inside the namespace (Options.InNetns); a file that cannot be
+// on a thread inside the namespace (SamplerOptions.InNetns); a file that cannot be
 // read leaves out only what depends on it and is counted.
 //
 // A Sample holds counts per family and state; listening addresses with

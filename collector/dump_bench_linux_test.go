@@ -37,7 +37,7 @@ func BenchmarkKernelFullDump(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer f.Close()
-	dial := func() (*diag.Conn, error) { return diag.Dial(&diag.Config{NetNS: int(f.Fd())}) }
+	dial := func() (*diag.Conn, error) { return diag.Dial(&diag.DialOptions{NetNS: int(f.Fd())}) }
 
 	var rawCPU, samplerCPU float64
 	b.Run("raw", func(b *testing.B) {
@@ -65,7 +65,7 @@ func BenchmarkKernelFullDump(b *testing.B) {
 		b.ReportMetric(rawCPU, "cpu-ms/dump")
 	})
 	b.Run("sampler", func(b *testing.B) {
-		s := collector.NewSampler(collector.Options{Dial: dial, InNetns: ns.Do, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		s := collector.NewSampler(collector.SamplerOptions{Dial: dial, InNetns: ns.Do, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 		defer s.Close()
 		var cpu time.Duration
 		for b.Loop() {

@@ -377,7 +377,7 @@ func topSeries(m map[string]uint64, limit int) (kept []detect.KeyCount, other ui
 // rate()). Each top-K family always has its "other" series, and
 // tcpstate_connect_failures_total every reason, so that no family is
 // missing before its first event.
-func (e *Exporter) appendEventSeries(out []prometheus.Metric, pe partErrors, lv func(...string) []string, es *EventSample, listeners []Listener) []prometheus.Metric {
+func (e *Exporter) appendEventSeries(out []prometheus.Metric, pe partErrors, lv func(...string) []string, es *EventSample, listeners []detect.Listener) []prometheus.Metric {
 	if es == nil || es.Records == nil {
 		return out
 	}

@@ -50,11 +50,11 @@ func TestKernelFaultsNeverPublishHalfSamples(t *testing.T) {
 	for _, f := range faults {
 		t.Run(f.name, func(t *testing.T) {
 			faulty := false
-			s := NewSampler(Options{Dial: func() (*diag.Conn, error) {
+			s := NewSampler(SamplerOptions{Dial: func() (*diag.Conn, error) {
 				if faulty {
 					return diag.NewConn(&diagtest.Transport{Handler: f.reply, RecvErr: syscall.EBADF}), nil
 				}
-				return fakeKernel(good)()
+				return fakeDial(good)()
 			}})
 			if _, err := s.Sample(Full); err != nil {
 				t.Fatal(err)

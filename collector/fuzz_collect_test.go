@@ -59,7 +59,7 @@ func FuzzCollect(f *testing.F) {
 		}
 		var samplers []*Sampler
 		for range 3 {
-			s := NewSampler(Options{Dial: fakeKernel(socks), ProcRoot: root, Logger: quiet, Detect: cfg, LookupOwners: owner})
+			s := NewSampler(SamplerOptions{Dial: fakeDial(socks), ProcRoot: root, Logger: quiet, Detect: cfg, LookupOwners: owner})
 			if _, err := s.Sample(Full); err != nil {
 				t.Fatal(err)
 			}

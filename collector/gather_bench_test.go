@@ -20,7 +20,7 @@ func BenchmarkGather(b *testing.B) {
 	for j := 0; j < 51; j++ {
 		socks = append(socks, sock(diag.AFInet, diag.Established, v4lo, uint16(40000+j), netip.MustParseAddr("127.0.0.2"), uint16(2000+j)))
 	}
-	s := NewSampler(Options{Dial: fakeKernel(socks)})
+	s := NewSampler(SamplerOptions{Dial: fakeDial(socks)})
 	for range 2 {
 		if _, err := s.Sample(Full); err != nil {
 			b.Fatal(err)

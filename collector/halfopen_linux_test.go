@@ -24,7 +24,7 @@ import (
 // watchWith starts a Sampler with opts in ns (Dial, InNetns, the
 // lookup timeout, the logger and OnSample are set here), records every
 // evaluation, and stops it at the end of the test.
-func watchWith(t *testing.T, ns *fixture.Netns, opts collector.Options) (*watcher, *collector.Sampler) {
+func watchWith(t *testing.T, ns *fixture.Netns, opts collector.SamplerOptions) (*watcher, *collector.Sampler) {
 	t.Helper()
 	f, err := os.Open(ns.Path())
 	if err != nil {
@@ -32,7 +32,7 @@ func watchWith(t *testing.T, ns *fixture.Netns, opts collector.Options) (*watche
 	}
 	w := &watcher{t: t, ns: ns}
 	var s *collector.Sampler
-	opts.Dial = func() (*diag.Conn, error) { return diag.Dial(&diag.Config{NetNS: int(f.Fd())}) }
+	opts.Dial = func() (*diag.Conn, error) { return diag.Dial(&diag.DialOptions{NetNS: int(f.Fd())}) }
 	opts.InNetns = ns.Do
 	// The shared test machine may hold hundreds of thousands of
 	// descriptors in other tests' processes: give the real owner lookup
@@ -118,7 +118,7 @@ func TestScenarioHalfOpen(t *testing.T) {
 	defer cancel()
 	srvAddr := netip.MustParsePrefix("198.18.200.1/24")
 	cliAddr := netip.MustParsePrefix("198.18.200.2/24")
-	if _, err := fixture.ConnectVeth(ctx, server, client, fixture.VethConfig{
+	if _, err := fixture.ConnectVeth(ctx, server, client, fixture.VethOptions{
 		NameA: "hosrv", NameB: "hocli", AddrsA: []netip.Prefix{srvAddr}, AddrsB: []netip.Prefix{cliAddr},
 	}); err != nil {
 		t.Fatal(err)
@@ -126,7 +126,7 @@ func TestScenarioHalfOpen(t *testing.T) {
 	cfg := detect.DefaultConfig()
 	cfg.HalfOpenMinIdle = 3 * time.Second
 	cfg.HalfOpenMinCount = 10
-	w, s := watchWith(t, server, collector.Options{Detect: cfg, HalfOpenInterval: time.Second})
+	w, s := watchWith(t, server, collector.SamplerOptions{Detect: cfg, HalfOpenInterval: time.Second})
 
 	// Wildcard listeners: the chatty clients use the server's loopback,
 	// which outlives the veth pair (it goes with the client namespace).

@@ -113,8 +113,8 @@ func TestInvalidUTF8ProcessNameKeepsMetrics(t *testing.T) {
 	defer nsf.Close()
 	cfg := closeWaitConfig()
 	cfg.CloseWaitMinAge = 50 * time.Millisecond
-	s := collector.NewSampler(collector.Options{
-		Dial:          func() (*diag.Conn, error) { return diag.Dial(&diag.Config{NetNS: int(nsf.Fd())}) },
+	s := collector.NewSampler(collector.SamplerOptions{
+		Dial:          func() (*diag.Conn, error) { return diag.Dial(&diag.DialOptions{NetNS: int(nsf.Fd())}) },
 		InNetns:       ns.Do,
 		Detect:        cfg,
 		LookupTimeout: 3 * time.Second,

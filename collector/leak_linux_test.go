@@ -165,7 +165,7 @@ func TestSamplerDoesNotLeak(t *testing.T) {
 	defer h.Close()
 
 	f := &faults{}
-	s := collector.NewSampler(collector.Options{
+	s := collector.NewSampler(collector.SamplerOptions{
 		Interval: time.Second,
 		Window:   time.Minute,
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -177,7 +177,7 @@ func TestSamplerDoesNotLeak(t *testing.T) {
 				f.dialFailures++
 				return nil, fmt.Errorf("dial: %w", errForced)
 			}
-			tr, err := diag.DialTransport(&diag.Config{NetNS: nsFD})
+			tr, err := diag.DialTransport(&diag.DialOptions{NetNS: nsFD})
 			if err != nil {
 				return nil, err
 			}

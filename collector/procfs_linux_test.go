@@ -66,7 +66,7 @@ func TestSamplerFIFOInProcfs(t *testing.T) {
 	var logs syncBuffer
 	cfg := detect.DefaultConfig()
 	cfg.CloseWaitMinAge = 30 * time.Millisecond
-	s := NewSampler(Options{Dial: fakeKernel(socks), ProcRoot: proc, Detect: cfg,
+	s := NewSampler(SamplerOptions{Dial: fakeDial(socks), ProcRoot: proc, Detect: cfg,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	done := make(chan error, 1)
 	go func() {
@@ -88,13 +88,13 @@ func TestSamplerFIFOInProcfs(t *testing.T) {
 		t.Fatal("sampling blocked on a FIFO in the procfs tree for 10 s")
 	}
 	v := s.View(time.Now())
-	if v.KernelErrors[fileNetstat] != 3 || v.KernelErrors["net.core.somaxconn"] != 3 {
-		t.Errorf("kernel read errors %v: want 3 for netstat and net.core.somaxconn", v.KernelErrors)
+	if v.ReadErrors[fileNetstat] != 3 || v.ReadErrors["net.core.somaxconn"] != 3 {
+		t.Errorf("kernel read errors %v: want 3 for netstat and net.core.somaxconn", v.ReadErrors)
 	}
 	if n := strings.Count(logs.String(), "not a regular file"); n != 2 {
 		t.Errorf("%d log lines name a refused file, want one each for netstat and somaxconn:\n%s", n, logs.String())
 	}
-	k := v.Latest.Kernel
+	k := v.Latest.Procfs
 	if v, ok := k.Sysctls.Int(procnet.SysctlTCPMaxTWBuckets); !ok || v != 5000 {
 		t.Errorf("tcp_max_tw_buckets beside the FIFOs: %d %v", v, ok)
 	}

@@ -95,18 +95,10 @@ func (c *Counts) Total() uint64 {
 	return n
 }
 
-// ListenerKey identifies a listening address. Several sockets may share one
-// (SO_REUSEPORT); they are reported together.
-type ListenerKey = detect.ListenerKey
-
-// Listener is one listening address, its queues and its half-open
-// connections.
-type Listener = detect.Listener
-
-// Kernel holds what a sample read from procfs besides the dump: the TCP
+// ProcfsValues holds what a sample read from procfs besides the dump: the TCP
 // counters, sockstat and the sysctls the detectors use. Each part's Present
 // set says what could be read.
-type Kernel struct {
+type ProcfsValues struct {
 	Counters procnet.Counters
 	Sockstat procnet.Sockstat
 	Sysctls  procnet.Sysctls
@@ -123,15 +115,15 @@ type Sample struct {
 	// LISTEN and SYN_RECV, so every kind carries listeners; a Listen
 	// sample's half-open counts and sources come from the latest dump that
 	// saw them, its queues from its own.
-	Listeners []Listener
+	Listeners []detect.Listener
 	// Unknown counts sockets with a family or state the package does not know.
 	Unknown uint64
 	// Dump describes the kernel exchange.
 	Dump diag.Stats
-	// Kernel holds the counters, sockstat and sysctls read with the dump.
+	// Procfs holds the counters, sockstat and sysctls read with the dump.
 	// A Listen sample reads the sysctls only every few seconds and carries
 	// the latest values between.
-	Kernel Kernel
+	Procfs ProcfsValues
 	// ReadCPU is the CPU time the kernel reads used on a thread of their
 	// own (inside another network namespace); zero when they ran on the
 	// caller's thread.
@@ -151,7 +143,7 @@ type Sample struct {
 
 	// CloseWait groups the CLOSE_WAIT sockets by local port and owning
 	// command, most sockets first; CloseWaitFolded counts groups folded into
-	// the last one (port and command "other") by Options.MaxCloseWaitGroups,
+	// the last one (port and command "other") by SamplerOptions.MaxCloseWaitGroups,
 	// and CloseWaitUntracked the sockets not tracked because the tracker
 	// was full (they are in Counts but in no group).
 	CloseWait          []detect.CloseWaitGroup
@@ -203,7 +195,7 @@ func (p *portSet) has(port uint16) bool { return p[port>>6]&(1<<(port&63)) != 0 
 
 // synAgg gathers the request sockets of one local address and port.
 type synAgg struct {
-	key      ListenerKey
+	key      detect.ListenerKey
 	n        uint64
 	retrans  uint64
 	distinct int
@@ -241,12 +233,12 @@ type aggregator struct {
 	// Listening addresses of this dump: an index into lst, whose backing
 	// array is reused across dumps, so that a dump allocates nothing per
 	// listener.
-	listenerIdx map[ListenerKey]int32
-	lst         []Listener
+	listenerIdx map[detect.ListenerKey]int32
+	lst         []detect.Listener
 
 	// Request sockets by local address and port, matched with listeners
 	// when the dump ends; their source addresses and prefixes.
-	synIdx map[ListenerKey]int32
+	synIdx map[detect.ListenerKey]int32
 	syn    []synAgg
 	synSrc map[synSrcKey]struct{}
 	synPfx map[synPfxKey]uint64
@@ -269,8 +261,8 @@ type aggregator struct {
 
 func newAggregator(maxTracked int) *aggregator {
 	return &aggregator{
-		listenerIdx: map[ListenerKey]int32{},
-		synIdx:      map[ListenerKey]int32{},
+		listenerIdx: map[detect.ListenerKey]int32{},
+		synIdx:      map[detect.ListenerKey]int32{},
 		synSrc:      map[synSrcKey]struct{}{},
 		synPfx:      map[synPfxKey]uint64{},
 		destIdx:     map[destKey]int32{},
@@ -314,12 +306,12 @@ func (a *aggregator) add(s *diag.Socket) error {
 	a.sample.Counts[familyIndex(s.Family)][s.State]++
 	switch s.State {
 	case diag.Listen:
-		k := ListenerKey{Family: s.Family, Addr: s.Src.Unmap(), Port: s.SrcPort}
+		k := detect.ListenerKey{Family: s.Family, Addr: s.Src.Unmap(), Port: s.SrcPort}
 		i, ok := a.listenerIdx[k]
 		if !ok {
 			i = int32(len(a.lst))
 			a.listenerIdx[k] = i
-			a.lst = append(a.lst, Listener{ListenerKey: k})
+			a.lst = append(a.lst, detect.Listener{ListenerKey: k})
 		}
 		l := &a.lst[i]
 		l.Sockets++
@@ -386,7 +378,7 @@ func sourcePrefix(a netip.Addr) [16]byte {
 }
 
 func (a *aggregator) addSynRecv(s *diag.Socket) {
-	k := ListenerKey{Family: s.Family, Addr: s.Src.Unmap(), Port: s.SrcPort}
+	k := detect.ListenerKey{Family: s.Family, Addr: s.Src.Unmap(), Port: s.SrcPort}
 	i, ok := a.synIdx[k]
 	if !ok {
 		i = int32(len(a.syn))
@@ -425,7 +417,7 @@ func (a *aggregator) addSynRecv(s *diag.Socket) {
 // finish matches request sockets with listeners, sorts the listeners and
 // builds the destinations.
 func (a *aggregator) finish() {
-	owners := make([]*Listener, len(a.syn))
+	owners := make([]*detect.Listener, len(a.syn))
 	for i := range a.syn {
 		g := &a.syn[i]
 		if l := a.matchListener(g.key); l != nil {
@@ -437,7 +429,7 @@ func (a *aggregator) finish() {
 		}
 	}
 	if len(a.synPfx) > 0 {
-		byListener := map[*Listener][]detect.PrefixCount{}
+		byListener := map[*detect.Listener][]detect.PrefixCount{}
 		for k, n := range a.synPfx {
 			l := owners[k.idx]
 			if l == nil {
@@ -460,7 +452,7 @@ func (a *aggregator) finish() {
 		a.prevPorts.add(ls[i].Port)
 	}
 	a.health.finish(a.sample, a.lst, a.matchListener)
-	slices.SortFunc(ls, func(x, y Listener) int { return x.ListenerKey.Compare(y.ListenerKey) })
+	slices.SortFunc(ls, func(x, y detect.Listener) int { return x.ListenerKey.Compare(y.ListenerKey) })
 	a.sample.Listeners = ls
 	if a.dest {
 		a.finishDestinations()
@@ -548,23 +540,23 @@ func compareDestKeys(x, y detect.DestinationKey) int {
 // matchListener finds the listener a request socket belongs to: the one on
 // its exact address, else a wildcard one of its family, else a wildcard IPv6
 // one (dual-stack sockets accept IPv4 too).
-func (a *aggregator) matchListener(k ListenerKey) *Listener {
+func (a *aggregator) matchListener(k detect.ListenerKey) *detect.Listener {
 	if l := a.listener(k); l != nil {
 		return l
 	}
 	if k.Family == diag.AFInet {
-		if l := a.listener(ListenerKey{Family: diag.AFInet, Addr: netip.IPv4Unspecified(), Port: k.Port}); l != nil {
+		if l := a.listener(detect.ListenerKey{Family: diag.AFInet, Addr: netip.IPv4Unspecified(), Port: k.Port}); l != nil {
 			return l
 		}
-		if l := a.listener(ListenerKey{Family: diag.AFInet6, Addr: k.Addr, Port: k.Port}); l != nil {
+		if l := a.listener(detect.ListenerKey{Family: diag.AFInet6, Addr: k.Addr, Port: k.Port}); l != nil {
 			return l
 		}
 	}
-	return a.listener(ListenerKey{Family: diag.AFInet6, Addr: netip.IPv6Unspecified(), Port: k.Port})
+	return a.listener(detect.ListenerKey{Family: diag.AFInet6, Addr: netip.IPv6Unspecified(), Port: k.Port})
 }
 
 // listener returns the listener at k in this dump, or nil.
-func (a *aggregator) listener(k ListenerKey) *Listener {
+func (a *aggregator) listener(k detect.ListenerKey) *detect.Listener {
 	if i, ok := a.listenerIdx[k]; ok {
 		return &a.lst[i]
 	}

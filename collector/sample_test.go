@@ -103,7 +103,7 @@ func TestSynRecvSources(t *testing.T) {
 	}
 	socks = append(socks, synRecv(netip.MustParseAddr("2001:db8::1"), 443, netip.MustParseAddr("2001:db8:a:c::1")))
 
-	s := NewSampler(Options{Dial: fakeKernel(socks), Logger: quiet, LookupOwners: noLookup(t)})
+	s := NewSampler(SamplerOptions{Dial: fakeDial(socks), Logger: quiet, LookupOwners: noLookup(t)})
 	smp, err := s.Sample(Rare)
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +127,7 @@ func TestSynRecvSourcesCapped(t *testing.T) {
 	for i := range n {
 		socks = append(socks, synRecv(srv, 80, netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})))
 	}
-	s := NewSampler(Options{Dial: fakeKernel(socks), Logger: quiet, LookupOwners: noLookup(t)})
+	s := NewSampler(SamplerOptions{Dial: fakeDial(socks), Logger: quiet, LookupOwners: noLookup(t)})
 	smp, err := s.Sample(Rare)
 	if err != nil {
 		t.Fatal(err)
@@ -166,7 +166,7 @@ func TestDestinations(t *testing.T) {
 		// IPv6, v4-mapped addresses are unmapped.
 		sock(diag.AFInet6, diag.TimeWait, netip.MustParseAddr("::ffff:10.0.0.2"), 40020, netip.MustParseAddr("::ffff:10.0.0.9"), 80),
 	}
-	s := NewSampler(Options{Dial: fakeKernel(socks), ProcRoot: proc, Logger: quiet, LookupOwners: noLookup(t)})
+	s := NewSampler(SamplerOptions{Dial: fakeDial(socks), ProcRoot: proc, Logger: quiet, LookupOwners: noLookup(t)})
 	rare, err := s.Sample(Rare)
 	if err != nil {
 		t.Fatal(err)
@@ -233,7 +233,7 @@ func TestDestinationsWithoutPortRange(t *testing.T) {
 		sock(diag.AFInet, diag.Established, me, 1234, db, 5432),
 		sock(diag.AFInet, diag.Established, me, 50000, db, 5432),
 	}
-	s := NewSampler(Options{Dial: fakeKernel(socks), ProcRoot: proc, Logger: quiet, LookupOwners: noLookup(t)})
+	s := NewSampler(SamplerOptions{Dial: fakeDial(socks), ProcRoot: proc, Logger: quiet, LookupOwners: noLookup(t)})
 	smp, err := s.Sample(Full)
 	if err != nil {
 		t.Fatal(err)
@@ -241,7 +241,7 @@ func TestDestinationsWithoutPortRange(t *testing.T) {
 	if got := fmt.Sprint(smp.Destinations); got != "[{{ipv4 10.0.0.2 10.0.0.9 5432} 2 0}]" {
 		t.Errorf("destinations %s", got)
 	}
-	if _, ok := smp.Kernel.Sysctls.UsablePorts(); ok {
+	if _, ok := smp.Procfs.Sysctls.UsablePorts(); ok {
 		t.Error("usable ports computed without the port range")
 	}
 }
@@ -253,7 +253,7 @@ func TestKernelValuesAndErrors(t *testing.T) {
 	files["thread-self/net/snmp"] = "Tcp: broken\n"
 	proc := writeProc(t, files)
 	var entered int
-	s := NewSampler(Options{Dial: fakeKernel(nil), ProcRoot: proc, Logger: quiet, LookupOwners: noLookup(t),
+	s := NewSampler(SamplerOptions{Dial: fakeDial(nil), ProcRoot: proc, Logger: quiet, LookupOwners: noLookup(t),
 		InNetns: func(fn func() error) error { entered++; return fn() }})
 	for range 2 {
 		if _, err := s.Sample(Rare); err != nil {
@@ -263,7 +263,7 @@ func TestKernelValuesAndErrors(t *testing.T) {
 	if entered != 2 {
 		t.Errorf("InNetns called %d times for 2 samples", entered)
 	}
-	k := s.View(time.Now()).Latest.Kernel
+	k := s.View(time.Now()).Latest.Procfs
 	if v, ok := k.Counters.Get(procnet.FieldListenOverflows); !ok || v != 14 {
 		t.Errorf("ListenOverflows %d %v", v, ok)
 	}
@@ -332,14 +332,14 @@ tcpstate_sysctl{name="net.ipv4.tcp_syncookies"} 1
 
 	// A namespace that cannot be entered: the dump still runs, every kernel
 	// value is absent, and the failure is counted once per sample.
-	s2 := NewSampler(Options{Dial: fakeKernel(nil), ProcRoot: proc, Logger: quiet, LookupOwners: noLookup(t),
+	s2 := NewSampler(SamplerOptions{Dial: fakeDial(nil), ProcRoot: proc, Logger: quiet, LookupOwners: noLookup(t),
 		InNetns: func(fn func() error) error { return errors.New("setns: operation not permitted") }})
 	smp, err := s2.Sample(Full)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if smp.Kernel.Counters.Present != 0 || smp.Kernel.Sysctls.Present != 0 || s2.View(time.Now()).KernelErrors[fileNetns] != 1 {
-		t.Errorf("unenterable namespace: kernel %+v errors %v", smp.Kernel, s2.View(time.Now()).KernelErrors)
+	if smp.Procfs.Counters.Present != 0 || smp.Procfs.Sysctls.Present != 0 || s2.View(time.Now()).ReadErrors[fileNetns] != 1 {
+		t.Errorf("unenterable namespace: kernel %+v errors %v", smp.Procfs, s2.View(time.Now()).ReadErrors)
 	}
 }
 
@@ -364,8 +364,8 @@ func TestCloseWaitTracking(t *testing.T) {
 	cfg := detect.DefaultConfig()
 	cfg.CloseWaitMinAge = 30 * time.Millisecond
 	cfg.CloseWaitThreshold = 2
-	s := NewSampler(Options{
-		Dial:     func() (*diag.Conn, error) { return fakeKernel(socks)() },
+	s := NewSampler(SamplerOptions{
+		Dial:     func() (*diag.Conn, error) { return fakeDial(socks)() },
 		ProcRoot: proc, Logger: quiet, Detect: cfg,
 		LookupOwners: func(inodes []uint64, _ time.Duration) (map[uint64][]procnet.Process, bool, error) {
 			in := slices.Clone(inodes)
@@ -480,7 +480,7 @@ func TestCloseWaitBounds(t *testing.T) {
 			socks = append(socks, closeWaitSock(me, port, v4lo, uint16(20000+j), uint64(i*100+j+1), uint32(i*100+j+1)))
 		}
 	}
-	s := NewSampler(Options{Dial: fakeKernel(socks), Logger: quiet, LookupOwners: noLookup(t),
+	s := NewSampler(SamplerOptions{Dial: fakeDial(socks), Logger: quiet, LookupOwners: noLookup(t),
 		MaxCloseWaitGroups: 10, MaxCloseWaitTracked: 400})
 	smp, err := s.Sample(Rare)
 	if err != nil {

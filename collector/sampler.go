@@ -17,8 +17,8 @@ import (
 	"github.com/tcpstate/tcpstate-exporter/diag/procnet"
 )
 
-// Options configure a Sampler.
-type Options struct {
+// SamplerOptions configure a Sampler.
+type SamplerOptions struct {
 	// Interval is the cadence of rare dumps (and the shortest full-dump
 	// interval). Default 1s.
 	Interval time.Duration
@@ -74,7 +74,7 @@ type Options struct {
 	Events *EventReader
 }
 
-func (o *Options) setDefaults() {
+func (o *SamplerOptions) setDefaults() {
 	if o.Interval <= 0 {
 		o.Interval = time.Second
 	}
@@ -134,14 +134,14 @@ type View struct {
 	// Max is the per-state maximum over the window.
 	Max Counts
 	// Listeners come from the latest dump of any kind.
-	Listeners []Listener
+	Listeners []detect.Listener
 	// Full, Rare and Listen are the latest samples of each kind (nil
 	// before one); Latest is the newest of them. Destinations come from
 	// Full; kernel values and CLOSE_WAIT groups from Latest.
 	Full, Rare, Listen, Latest *Sample
 	Stats                      [len(Kinds)]KindStats
-	// KernelErrors counts failed reads per kernel file (see KernelFiles).
-	KernelErrors map[string]uint64
+	// ReadErrors counts failed reads per kernel file (see ReadErrorFiles).
+	ReadErrors map[string]uint64
 	// Ready is true once a full sample exists.
 	Ready bool
 	// Ehash describes the namespace's established hash; EhashKnown is
@@ -167,7 +167,7 @@ type lane struct {
 
 // Sampler samples one network namespace.
 type Sampler struct {
-	opts  Options
+	opts  SamplerOptions
 	dumps lane // rare and full dumps, and the half-open sweep
 	cheap lane // Listen samples
 	det   *detect.Detectors
@@ -208,7 +208,7 @@ const sysctlsEvery = 5 * time.Second
 const urgentFor = time.Minute
 
 // NewSampler returns a Sampler; call Run to start it, or Sample to drive it.
-func NewSampler(opts Options) *Sampler {
+func NewSampler(opts SamplerOptions) *Sampler {
 	opts.setDefaults()
 	det, err := detect.New(opts.Detect)
 	if err != nil {
@@ -224,7 +224,7 @@ func NewSampler(opts Options) *Sampler {
 		kernFailing: map[string]bool{},
 		kernErrs:    map[string]uint64{},
 	}
-	for _, f := range KernelFiles() {
+	for _, f := range ReadErrorFiles() {
 		s.kernErrs[f] = 0
 	}
 	if opts.Events != nil {
@@ -282,9 +282,9 @@ func (s *Sampler) Sample(kind Kind) (*Sample, error) {
 	if kind != Listen {
 		also = s.ehashReader(ln.reader)
 	}
-	kern, kerrs, other := readKernel(ln.reader, s.opts.InNetns, withSysctls, also)
+	kern, kerrs, other := readProcfs(ln.reader, s.opts.InNetns, withSysctls, also)
 	s.eval.Lock()
-	s.noteKernelErrors(kerrs, withSysctls)
+	s.noteReadErrors(kerrs, withSysctls)
 	if withSysctls {
 		s.sysctls, s.sysctlsTime = kern.Sysctls, time.Now()
 	} else {
@@ -392,7 +392,7 @@ func (s *Sampler) carryLocked(smp *Sample) {
 	smp.CloseWait, smp.CloseWaitFolded, smp.CloseWaitUntracked = d.CloseWait, d.CloseWaitFolded, d.CloseWaitUntracked
 	for i := range smp.Listeners {
 		l := &smp.Listeners[i]
-		j, ok := slices.BinarySearchFunc(d.Listeners, l.ListenerKey, func(x Listener, k ListenerKey) int { return x.ListenerKey.Compare(k) })
+		j, ok := slices.BinarySearchFunc(d.Listeners, l.ListenerKey, func(x detect.Listener, k detect.ListenerKey) int { return x.ListenerKey.Compare(k) })
 		if !ok {
 			continue
 		}
@@ -402,9 +402,9 @@ func (s *Sampler) carryLocked(smp *Sample) {
 	}
 }
 
-// noteKernelErrors logs a file's failure once, until it reads again;
+// noteReadErrors logs a file's failure once, until it reads again;
 // sysctls that were not read this time keep their state. s.eval is held.
-func (s *Sampler) noteKernelErrors(errs []kernelError, sysctlsRead bool) {
+func (s *Sampler) noteReadErrors(errs []readError, sysctlsRead bool) {
 	failed := map[string]bool{}
 	for _, e := range errs {
 		failed[e.file] = true
@@ -431,9 +431,9 @@ func (s *Sampler) summaryLocked(smp *Sample, merged *Counts) detect.Summary {
 	sum := detect.Summary{
 		Time:      smp.Time,
 		Full:      smp.Kind == Full,
-		Counters:  smp.Kernel.Counters,
-		Sockstat:  smp.Kernel.Sockstat,
-		Sysctls:   smp.Kernel.Sysctls,
+		Counters:  smp.Procfs.Counters,
+		Sockstat:  smp.Procfs.Sockstat,
+		Sysctls:   smp.Procfs.Sysctls,
 		CloseWait: smp.CloseWait,
 	}
 	if smp.Events != nil {
@@ -445,13 +445,13 @@ func (s *Sampler) summaryLocked(smp *Sample, merged *Counts) detect.Summary {
 		}
 	}
 	if len(sum.Listeners) > maxSummaryListeners {
-		fill := func(l *Listener) float64 {
+		fill := func(l *detect.Listener) float64 {
 			lim := float64(max(l.QueueLimit, 1))
 			return max(float64(l.SynRecv), float64(l.QueueLen)) / lim
 		}
-		slices.SortStableFunc(sum.Listeners, func(x, y Listener) int { return cmp.Compare(fill(&y), fill(&x)) })
+		slices.SortStableFunc(sum.Listeners, func(x, y detect.Listener) int { return cmp.Compare(fill(&y), fill(&x)) })
 		sum.Listeners = sum.Listeners[:maxSummaryListeners]
-		slices.SortFunc(sum.Listeners, func(x, y Listener) int { return x.ListenerKey.Compare(y.ListenerKey) })
+		slices.SortFunc(sum.Listeners, func(x, y detect.Listener) int { return x.ListenerKey.Compare(y.ListenerKey) })
 	}
 	if s.full != nil {
 		sum.Destinations = s.full.Destinations
@@ -464,7 +464,7 @@ func (s *Sampler) summaryLocked(smp *Sample, merged *Counts) detect.Summary {
 	return sum
 }
 
-func (s *Sampler) dump(ln *lane, kind Kind, kern *Kernel) (*Sample, error) {
+func (s *Sampler) dump(ln *lane, kind Kind, kern *ProcfsValues) (*Sample, error) {
 	if ln.conn == nil {
 		c, err := s.opts.Dial()
 		if err != nil {
@@ -472,7 +472,7 @@ func (s *Sampler) dump(ln *lane, kind Kind, kern *Kernel) (*Sample, error) {
 		}
 		ln.conn = c
 	}
-	smp := &Sample{Kind: kind, Time: time.Now(), Kernel: *kern}
+	smp := &Sample{Kind: kind, Time: time.Now(), Procfs: *kern}
 	pr := kern.Sysctls.PortRange
 	prOK := kern.Sysctls.Present.Has(procnet.SysctlIPLocalPortRange)
 	ln.agg.reset(smp, kind == Full, pr, prOK)
@@ -576,7 +576,7 @@ func (s *Sampler) View(now time.Time) View {
 	if latest != nil {
 		v.Listeners = latest.Listeners
 	}
-	v.KernelErrors = maps.Clone(s.kernErrs)
+	v.ReadErrors = maps.Clone(s.kernErrs)
 	for _, k := range Kinds {
 		v.Stats[k].Planned = s.planned(k)
 	}
@@ -613,84 +613,12 @@ func (s *Sampler) Jobs() []JobKind { return SamplerJobs(s.sweep.interval) }
 // Run samples until ctx ends with a Scheduler of its own: a full dump at
 // once, the cheap path (counters and a LISTEN-only dump) and rare dumps
 // every interval, full dumps as often as the CPU budget allows, and the
-// half-open sweep every Options.HalfOpenInterval within its share of the
+// half-open sweep every SamplerOptions.HalfOpenInterval within its share of the
 // budget. Failures are logged and counted; the next cycle dials afresh.
 func (s *Sampler) Run(ctx context.Context) {
 	defer s.Close()
-	sch := NewScheduler(SchedulerConfig{Interval: s.opts.Interval, Budget: s.opts.CPUBudget, Logger: s.opts.Logger, Kinds: s.Jobs()})
+	sch := NewScheduler(SchedulerOptions{Interval: s.opts.Interval, Budget: s.opts.CPUBudget, Logger: s.opts.Logger, Kinds: s.Jobs()})
 	s.SetPlan(sch.Planned)
 	sch.Add(HostTarget, s)
 	sch.Run(ctx)
-}
-
-// ring keeps the merged counts of recent samples for the window maxima.
-type ring struct {
-	times  []time.Time
-	counts []Counts
-	next   int
-	n      int
-}
-
-func newRing(size int) ring {
-	size = min(max(size, 2), 3600)
-	return ring{times: make([]time.Time, size), counts: make([]Counts, size)}
-}
-
-func (r *ring) push(t time.Time, c Counts) {
-	r.times[r.next] = t
-	r.counts[r.next] = c
-	r.next = (r.next + 1) % len(r.times)
-	if r.n < len(r.times) {
-		r.n++
-	}
-}
-
-// max returns the per-state maximum over samples taken after since.
-func (r *ring) max(since time.Time) Counts {
-	var m Counts
-	for i := 0; i < r.n; i++ {
-		if r.times[i].Before(since) {
-			continue
-		}
-		c := &r.counts[i]
-		for f := range m {
-			for st := range m[f] {
-				m[f][st] = max(m[f][st], c[f][st])
-			}
-		}
-	}
-	return m
-}
-
-// maxOwnerHints bounds the processes remembered as likely owners.
-const maxOwnerHints = 16
-
-// resumingLookup is the default OwnerLookup. A lookup cut short by its
-// timeout is resumed by the next one after the last process it scanned, so
-// that on a node with many descriptors successive bounded lookups cover
-// every process instead of rescanning the same first ones; and the
-// processes that owned CLOSE_WAIT sockets before are scanned first, since a
-// leaking process tends to keep leaking. maxPIDs, when positive, also bounds
-// each lookup (for tests).
-func resumingLookup(il *procnet.InodeLookup, maxPIDs int) OwnerLookup {
-	var after int
-	var hints []int
-	return func(inodes []uint64, timeout time.Duration) (map[uint64][]procnet.Process, bool, error) {
-		owners, st, err := il.Lookup(inodes, procnet.LookupOptions{Timeout: timeout, MaxPIDs: maxPIDs, After: after, Hint: hints})
-		after = 0
-		if st.Incomplete {
-			after = st.LastPID
-		}
-		for _, ps := range owners {
-			for _, p := range ps {
-				if !slices.Contains(hints, p.PID) {
-					hints = append(hints, p.PID)
-				}
-			}
-		}
-		if len(hints) > maxOwnerHints {
-			hints = slices.Clone(hints[len(hints)-maxOwnerHints:])
-		}
-		return owners, !st.Incomplete && err == nil, err
-	}
 }

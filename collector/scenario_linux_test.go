@@ -50,7 +50,7 @@ type watcher struct {
 // stopped at the end of the test.
 func watch(t *testing.T, ns *fixture.Netns, cfg detect.Config) *watcher {
 	t.Helper()
-	w, _ := watchWith(t, ns, collector.Options{Detect: cfg})
+	w, _ := watchWith(t, ns, collector.SamplerOptions{Detect: cfg})
 	return w
 }
 

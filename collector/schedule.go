@@ -95,8 +95,8 @@ type Runner interface {
 	Urgent() bool
 }
 
-// SchedulerConfig configures a Scheduler.
-type SchedulerConfig struct {
+// SchedulerOptions configure a Scheduler.
+type SchedulerOptions struct {
 	// Interval is the interval asked for by kinds without their own;
 	// default 1s.
 	Interval time.Duration
@@ -155,7 +155,7 @@ type schedTarget struct {
 // recent findings count their wait twice). A plan, recomputed from the
 // measured costs, says what interval each kind achieves.
 type Scheduler struct {
-	cfg   SchedulerConfig
+	cfg   SchedulerOptions
 	kinds []JobKind
 	idx   map[Kind]int
 
@@ -188,7 +188,7 @@ type Scheduler struct {
 
 // NewScheduler returns a Scheduler; add targets with Add and start it with
 // Run.
-func NewScheduler(cfg SchedulerConfig) *Scheduler {
+func NewScheduler(cfg SchedulerOptions) *Scheduler {
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
 	}

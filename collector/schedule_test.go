@@ -133,7 +133,7 @@ func TestSchedulerHoldsBudget(t *testing.T) {
 		defer logMu.Unlock()
 		return logs.Write(p)
 	}), nil))
-	sch := NewScheduler(SchedulerConfig{Interval: 100 * time.Millisecond, Budget: 0.2, Logger: logger})
+	sch := NewScheduler(SchedulerOptions{Interval: 100 * time.Millisecond, Budget: 0.2, Logger: logger})
 	var bs []*burner
 	for i := range 10 {
 		b := &burner{cost: map[Kind]time.Duration{Listen: time.Millisecond, Rare: 4 * time.Millisecond, Full: 6 * time.Millisecond}, runs: map[Kind]int{}}
@@ -204,7 +204,7 @@ func TestListenSampleCarriesDumpData(t *testing.T) {
 		synRecv(v4lo, 8080, netip.MustParseAddr("10.0.0.2")),
 		sock(diag.AFInet, diag.Established, v4lo, 8080, v4lo, 50000),
 	}
-	s := NewSampler(Options{Dial: fakeKernel(socks), Logger: slog.New(slog.DiscardHandler)})
+	s := NewSampler(SamplerOptions{Dial: fakeDial(socks), Logger: slog.New(slog.DiscardHandler)})
 	if _, err := s.Sample(Rare); err != nil {
 		t.Fatal(err)
 	}

@@ -16,8 +16,8 @@ import (
 // served, and the collection is not cut short.
 func TestExporterCountsSeriesItCannotBuild(t *testing.T) {
 	proc := writeProc(t, defaultProcFiles())
-	good := NewSampler(Options{Dial: fakeKernel(nil), ProcRoot: proc, Logger: quiet, LookupOwners: noLookup(t)})
-	bad := NewSampler(Options{Dial: fakeKernel(nil), ProcRoot: proc, Logger: quiet, LookupOwners: noLookup(t)})
+	good := NewSampler(SamplerOptions{Dial: fakeDial(nil), ProcRoot: proc, Logger: quiet, LookupOwners: noLookup(t)})
+	bad := NewSampler(SamplerOptions{Dial: fakeDial(nil), ProcRoot: proc, Logger: quiet, LookupOwners: noLookup(t)})
 	for _, s := range []*Sampler{good, bad} {
 		if _, err := s.Sample(Full); err != nil {
 			t.Fatal(err)

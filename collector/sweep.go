@@ -20,7 +20,7 @@ import (
 // socket's lock in the kernel. So it is not part of the regular dumps: a
 // separate dump of ESTABLISHED sockets only, with INET_DIAG_INFO, is a kind
 // of work of its own (Kind HalfOpen) for the Scheduler, which runs it at
-// most every Options.HalfOpenInterval and no more often than keeps its
+// most every SamplerOptions.HalfOpenInterval and no more often than keeps its
 // average CPU within sweepShare of the CPU budget, host-wide with
 // --netns=all. Full dumps plan with what it leaves (see SamplerJobs).
 const (
@@ -37,7 +37,7 @@ const (
 	maxGroupListeners = 5
 )
 
-// errSweepDisabled is returned by Sweep when Options.HalfOpenInterval is
+// errSweepDisabled is returned by Sweep when SamplerOptions.HalfOpenInterval is
 // negative.
 var errSweepDisabled = errors.New("half-open sweep disabled")
 
@@ -55,7 +55,7 @@ type HalfOpenSample struct {
 	NoInfo   uint64
 	// Groups sum the suspects by local port and owning command, most
 	// first; Folded counts the groups folded into the last one (port and
-	// command "other") by Options.MaxHalfOpenGroups.
+	// command "other") by SamplerOptions.MaxHalfOpenGroups.
 	Groups []detect.HalfOpenGroup
 	Folded int
 }
@@ -95,7 +95,7 @@ type sweeper struct {
 }
 
 // SweepInterval returns the interval the half-open sweep asks for, given
-// Options.HalfOpenInterval and Options.Interval: DefaultHalfOpenInterval
+// SamplerOptions.HalfOpenInterval and SamplerOptions.Interval: DefaultHalfOpenInterval
 // for zero, never below interval, and zero (no sweep) for a negative one.
 // Pass it to SamplerJobs.
 func SweepInterval(halfOpen, interval time.Duration) time.Duration {
@@ -108,7 +108,7 @@ func SweepInterval(halfOpen, interval time.Duration) time.Duration {
 	return max(halfOpen, interval)
 }
 
-func newSweeper(o *Options) *sweeper {
+func newSweeper(o *SamplerOptions) *sweeper {
 	mg := o.MaxHalfOpenGroups
 	if mg <= 0 {
 		mg = 100
@@ -224,7 +224,7 @@ func (s *Sampler) sweepLocked() (*HalfOpenSample, error) {
 }
 
 // resolveSuspects looks up the owners of the suspects not known yet, at
-// most maxLookupInodes of them within Options.LookupTimeout, and forgets
+// most maxLookupInodes of them within SamplerOptions.LookupTimeout, and forgets
 // the owners of sockets this sweep did not find.
 func (s *Sampler) resolveSuspects(now time.Time) error {
 	sw := s.sweep
@@ -382,7 +382,7 @@ func (s *Sampler) halfOpenSummaryLocked(sum *detect.Summary) {
 
 // HalfOpenView is the sweep's part of a View.
 type HalfOpenView struct {
-	// Enabled is false when Options.HalfOpenInterval is negative.
+	// Enabled is false when SamplerOptions.HalfOpenInterval is negative.
 	Enabled bool
 	// Latest is the latest successful sweep, nil before one.
 	Latest *HalfOpenSample

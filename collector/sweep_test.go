@@ -65,8 +65,8 @@ func TestSweepGroups(t *testing.T) {
 		108: {{PID: 9, Comm: "metrics"}}, 109: {{PID: 10, Comm: "client"}}, 110: {{PID: 11, Comm: "batch\x01"}},
 	}
 	lookups := 0
-	s := NewSampler(Options{
-		Dial:              diagtest.Kernel(socks),
+	s := NewSampler(SamplerOptions{
+		Dial:              diagtest.Dialer(socks),
 		Detect:            cfg,
 		MaxHalfOpenGroups: 3,
 		Logger:            slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -162,7 +162,7 @@ tcpstate_dumps_total{kind="rare"} 1
 // TestSweepDisabled checks that a negative interval turns the sweep off:
 // no job kind for the Scheduler, Sweep refuses, and no series.
 func TestSweepDisabled(t *testing.T) {
-	s := NewSampler(Options{Dial: diagtest.Kernel(nil), HalfOpenInterval: -1})
+	s := NewSampler(SamplerOptions{Dial: diagtest.Dialer(nil), HalfOpenInterval: -1})
 	if _, err := s.Sample(Full); err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +250,7 @@ func TestSweepHoldsBudget(t *testing.T) {
 // burner target: the sweep runs at its own asked interval, not the
 // sampling one, and a sweep not ready is asked again after one interval.
 func TestSchedulerRunsSweep(t *testing.T) {
-	sch := NewScheduler(SchedulerConfig{Interval: 50 * time.Millisecond, Budget: 0.5, Kinds: SamplerJobs(400 * time.Millisecond),
+	sch := NewScheduler(SchedulerOptions{Interval: 50 * time.Millisecond, Budget: 0.5, Kinds: SamplerJobs(400 * time.Millisecond),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	r := &notReadyFirst{}
 	sch.Add("t", r)

@@ -79,7 +79,10 @@ type Stats struct {
 	// Skipped counts messages ignored: stale sequence numbers or types that
 	// are neither sockets, errors nor the end of the dump.
 	Skipped int
-	// Interrupted is set when the kernel flagged the dump NLM_F_DUMP_INTR.
+	// Interrupted is set when a reply carried NLM_F_DUMP_INTR. The dump
+	// does not fail for it. inet_diag does not check its dumps for
+	// consistency and does not set the flag: a dump is never an atomic
+	// snapshot, flagged or not.
 	Interrupted bool
 	// Wall is the elapsed time of the dump; CPU the user and system time the
 	// dumping thread spent, which includes the kernel's work of filling the

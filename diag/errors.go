@@ -14,23 +14,21 @@ var (
 	// ErrUnavailable reports that the kernel has no inet_diag handler for the
 	// request (module not loaded, or kernel built without it).
 	ErrUnavailable = errors.New("sock_diag: inet_diag unavailable")
-	// ErrDumpInterrupted reports an NLM_F_DUMP_INTR flag on a reply.
-	ErrDumpInterrupted = errors.New("sock_diag: dump interrupted")
 	// ErrClosed reports use of a closed or failed Conn.
 	ErrClosed = errors.New("sock_diag: connection closed")
 )
 
-// KernelError is an error the kernel returned in an NLMSG_ERROR message or
+// ErrnoError is an error the kernel returned in an NLMSG_ERROR message or
 // inside NLMSG_DONE. It unwraps to the errno, so errors.Is(err,
 // os.ErrPermission) holds for EPERM and EACCES.
-type KernelError struct {
+type ErrnoError struct {
 	// Errno is the positive error number.
 	Errno syscall.Errno
 	// InDone is true when the error arrived as the payload of NLMSG_DONE.
 	InDone bool
 }
 
-func (e *KernelError) Error() string {
+func (e *ErrnoError) Error() string {
 	where := "error message"
 	if e.InDone {
 		where = "NLMSG_DONE"
@@ -40,7 +38,7 @@ func (e *KernelError) Error() string {
 
 // Unwrap returns the errno, and ErrUnavailable for the errnos that mean the
 // kernel lacks inet_diag.
-func (e *KernelError) Unwrap() []error {
+func (e *ErrnoError) Unwrap() []error {
 	if e.Errno == syscall.ENOENT || e.Errno == syscall.EOPNOTSUPP || e.Errno == syscall.EPROTONOSUPPORT {
 		return []error{e.Errno, ErrUnavailable}
 	}
@@ -55,5 +53,5 @@ func kernelErrno(v int32, inDone bool) error {
 	if v < 0 {
 		v = -v
 	}
-	return &KernelError{Errno: syscall.Errno(v), InDone: inDone}
+	return &ErrnoError{Errno: syscall.Errno(v), InDone: inDone}
 }

@@ -242,7 +242,7 @@ func TestKernelDumpOtherNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	c, err := diag.Dial(&diag.Config{NetNS: int(f.Fd())})
+	c, err := diag.Dial(&diag.DialOptions{NetNS: int(f.Fd())})
 	if err != nil {
 		t.Fatalf("Dial into %s: %v", ns.Name(), err)
 	}

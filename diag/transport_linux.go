@@ -13,8 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Config configures Dial.
-type Config struct {
+// DialOptions configure Dial.
+type DialOptions struct {
 	// NetNS is a file descriptor of a network namespace (for example from
 	// vishvananda/netns or an open /run/netns/NAME). The netlink socket is
 	// created inside it, so every dump reads that namespace. Zero means the
@@ -25,7 +25,7 @@ type Config struct {
 // Dial opens a NETLINK_SOCK_DIAG socket. Opening one in the caller's own
 // namespace needs no privilege; entering another namespace needs
 // CAP_SYS_ADMIN (errors.Is(err, os.ErrPermission) tells).
-func Dial(cfg *Config) (*Conn, error) {
+func Dial(cfg *DialOptions) (*Conn, error) {
 	t, err := DialTransport(cfg)
 	if err != nil {
 		return nil, err
@@ -35,7 +35,7 @@ func Dial(cfg *Config) (*Conn, error) {
 
 // DialTransport opens the netlink socket behind Dial and returns it as a
 // Transport, for callers that wrap it (to record a dump, or inject faults).
-func DialTransport(cfg *Config) (Transport, error) {
+func DialTransport(cfg *DialOptions) (Transport, error) {
 	var nc netlink.Config
 	if cfg != nil {
 		nc.NetNS = cfg.NetNS

@@ -61,7 +61,11 @@ const (
 	// AllStates selects every state from Established to Closing.
 	AllStates StateMask = 0xffe
 	// RareStates selects every state but Established and TimeWait: the states
-	// alerts care about, at a tenth of a full dump's kernel cost.
+	// alerts care about. The kernel still walks every socket of the
+	// established hash (every namespace's when the hash is shared) but fills
+	// replies for these only, so what it saves depends on how many sockets
+	// are ESTABLISHED or in TIME_WAIT; BENCHMARKS.md ("The running
+	// exporter") has the measured CPU per rare and per full dump.
 	RareStates = AllStates &^ (1<<Established | 1<<TimeWait)
 )
 

@@ -80,7 +80,7 @@ func BenchmarkConnectCycle(b *testing.B) {
 		return cpu / time.Duration(n), wall / time.Duration(n)
 	}
 	withEvents := func(n int) (cpu, wall time.Duration) {
-		src, err := Open(Config{Netns: cookie})
+		src, err := Open(SourceOptions{Netns: cookie})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -12,7 +12,7 @@
 // maps: nothing is sent to user space per event, a full map drops the event
 // and counts it, and user space reads the maps when it samples (Source.Read).
 // A filter in the kernel restricts the events to one namespace (host mode) or
-// lets every namespace through (Config.Netns 0).
+// lets every namespace through (SourceOptions.Netns 0).
 //
 // Check says whether the process may load the programs (CAP_BPF and
 // CAP_PERFMON, kernel BTF); Open loads and attaches them, choosing the

@@ -27,7 +27,7 @@ func loadFor(t *testing.T, ns *fixture.Netns) (*Source, uint64) {
 	if err := Check(); err != nil {
 		t.Fatalf("the event programs cannot load here (run as root on a kernel with BTF): %v", err)
 	}
-	src, err := Open(Config{Netns: cookie})
+	src, err := Open(SourceOptions{Netns: cookie})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -460,7 +460,7 @@ func TestNoReasonVariant(t *testing.T) {
 	const n = 5
 	ns := fixture.NewNetnsPrefix(t, "tsev-")
 	cookie := cookieOf(t, ns)
-	src, err := Open(Config{Netns: cookie, noReason: true})
+	src, err := Open(SourceOptions{Netns: cookie, noReason: true})
 	if err != nil {
 		t.Fatalf("Open (no-reason variant): %v", err)
 	}

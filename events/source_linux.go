@@ -15,8 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Config configures the event source.
-type Config struct {
+// SourceOptions configure the event source (Open).
+type SourceOptions struct {
 	// Netns is the cookie of the only network namespace whose events are
 	// counted (filtered in the kernel); 0 counts every namespace.
 	Netns uint64
@@ -53,7 +53,7 @@ func (r *rawBuf) UnmarshalBinary(b []byte) error {
 var programs = []string{"set_state", "receive_reset", "retransmit_skb", "retransmit_synack"}
 
 // Open checks, loads and attaches the event programs.
-func Open(cfg Config) (*Source, error) {
+func Open(cfg SourceOptions) (*Source, error) {
 	if err := Check(); err != nil {
 		return nil, err
 	}

@@ -7,8 +7,8 @@ import "errors"
 // ErrUnsupported is returned on platforms other than Linux.
 var ErrUnsupported = errors.New("events: only supported on Linux")
 
-// Config configures the event source.
-type Config struct {
+// SourceOptions configure the event source (Open).
+type SourceOptions struct {
 	Netns uint64
 }
 
@@ -19,7 +19,7 @@ type Source struct{}
 func Check() error { return ErrUnsupported }
 
 // Open always fails on this platform.
-func Open(Config) (*Source, error) { return nil, ErrUnsupported }
+func Open(SourceOptions) (*Source, error) { return nil, ErrUnsupported }
 
 // NetnsCookie always fails on this platform.
 func NetnsCookie() (uint64, error) { return 0, ErrUnsupported }

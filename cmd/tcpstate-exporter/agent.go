@@ -47,7 +47,7 @@ type agent struct {
 	events *eventSource
 }
 
-func (a *agent) samplerOptions(logger *slog.Logger) collector.Options {
+func (a *agent) samplerOptions(logger *slog.Logger) collector.SamplerOptions {
 	o := a.cfg.samplerOptions(logger)
 	if a.events != nil {
 		o.Events = a.events.reader
@@ -55,8 +55,8 @@ func (a *agent) samplerOptions(logger *slog.Logger) collector.Options {
 	return o
 }
 
-func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
-	o := collector.Options{
+func (cfg *config) samplerOptions(logger *slog.Logger) collector.SamplerOptions {
+	o := collector.SamplerOptions{
 		Interval:  cfg.interval,
 		CPUBudget: cfg.budget,
 		Window:    cfg.window,
@@ -94,7 +94,7 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 		targets := []collector.Target{{Sampler: s}}
 		a.hostSampler = s
 		a.targets = func() []collector.Target { return targets }
-		sch := collector.NewScheduler(collector.SchedulerConfig{Interval: cfg.interval, Budget: cfg.budget, Logger: logger, Kinds: s.Jobs()})
+		sch := collector.NewScheduler(collector.SchedulerOptions{Interval: cfg.interval, Budget: cfg.budget, Logger: logger, Kinds: s.Jobs()})
 		s.SetPlan(sch.Planned)
 		sch.Add(collector.HostTarget, s)
 		a.sched = sch
@@ -134,12 +134,12 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 // samples every namespace within the one CPU budget.
 func (a *agent) setupAllNamespaces() error {
 	cfg := a.cfg
-	pods, err := podinfo.New(podinfo.Config{Kubeconfig: cfg.kubeconfig, ProcRoot: cfg.procRoot, Logger: a.logger})
+	pods, err := podinfo.New(podinfo.ResolverOptions{Kubeconfig: cfg.kubeconfig, ProcRoot: cfg.procRoot, Logger: a.logger})
 	if err != nil {
 		return fmt.Errorf("--kubeconfig=%s: %w", cfg.kubeconfig, err)
 	}
 	base := a.samplerOptions(a.logger)
-	mgr, err := netns.NewManager(netns.Config{
+	mgr, err := netns.NewManager(netns.ManagerOptions{
 		ProcRoot:  cfg.procRoot,
 		Refresh:   cfg.netnsRefresh,
 		Interval:  cfg.interval,
@@ -187,7 +187,7 @@ func (a *agent) ready(now time.Time) (bool, string) {
 		s = a.hostSampler
 	} else {
 		for _, t := range a.targets() {
-			if len(t.Labels) > 0 && t.Labels[0] == "host" {
+			if len(t.Labels) > 0 && t.Labels[0] == collector.HostTarget {
 				s = t.Sampler
 			}
 		}

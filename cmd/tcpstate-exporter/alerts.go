@@ -97,8 +97,7 @@ func validLabelName(s string) bool {
 }
 
 // findingsFor returns the detectors' findings over a target's latest
-// samples. It is where the detectors plug in (see the report of the
-// alerting work); until they do, there are none.
+// samples. It is where the detectors plug in; nil means there are none.
 var findingsFor func(collector.Target) []detect.Finding
 
 // alerting ties the alert engine, the Alertmanager notifier and the source

@@ -31,7 +31,7 @@ func setupEvents(cfg *config, logger *slog.Logger) (*eventSource, error) {
 	if cfg.events == "off" {
 		return nil, nil
 	}
-	var ecfg events.Config
+	var ecfg events.SourceOptions
 	if cfg.netns == "host" {
 		c, err := events.NetnsCookie()
 		if err == nil {

@@ -48,7 +48,7 @@ func (f *halfOpenFlags) validate(cfg *detect.Config) error {
 }
 
 // apply sets the sweep's Sampler options: a zero interval disables it.
-func (f *halfOpenFlags) apply(o *collector.Options) {
+func (f *halfOpenFlags) apply(o *collector.SamplerOptions) {
 	o.HalfOpenInterval = f.interval
 	if f.interval == 0 {
 		o.HalfOpenInterval = -1

@@ -200,7 +200,7 @@ type snapshot struct {
 	Dumps     int
 	Sockets   int // in the full dump
 	Counts    collector.Counts
-	Listener  []collector.Listener // every listener of the latest dump
+	Listener  []detect.Listener // every listener of the latest dump
 	// Full is the full sample (connection health); RetransMin the
 	// retransmission count from which its peers count as stalled.
 	Full       *collector.Sample
@@ -227,7 +227,7 @@ func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshot
 	snaps, errs = make([]*snapshot, len(targets)), make([]error, len(targets))
 	samplers := make([]*collector.Sampler, len(targets))
 	for i, t := range targets {
-		s := collector.NewSampler(collector.Options{
+		s := collector.NewSampler(collector.SamplerOptions{
 			Interval: interval,
 			Window:   interval,
 			Method:   opts.Method,
@@ -300,12 +300,12 @@ const maxRiskListeners = 20
 
 // atRisk reports whether a listener's accept queue is at least half full or
 // it has half-open connections.
-func atRisk(l collector.Listener) bool {
+func atRisk(l detect.Listener) bool {
 	return l.SynRecv > 0 || (l.QueueLen > 0 && 2*l.QueueLen >= l.QueueLimit)
 }
 
 // fill is the accept queue's length relative to its limit.
-func fill(l collector.Listener) float64 {
+func fill(l detect.Listener) float64 {
 	if l.QueueLimit == 0 {
 		if l.QueueLen > 0 {
 			return 1
@@ -317,14 +317,14 @@ func fill(l collector.Listener) float64 {
 
 // risky returns the listeners at risk, fullest queue first, then most
 // SYN_RECV, then by address.
-func risky(ls []collector.Listener) []collector.Listener {
-	var out []collector.Listener
+func risky(ls []detect.Listener) []detect.Listener {
+	var out []detect.Listener
 	for _, l := range ls {
 		if atRisk(l) {
 			out = append(out, l)
 		}
 	}
-	slices.SortStableFunc(out, func(x, y collector.Listener) int {
+	slices.SortStableFunc(out, func(x, y detect.Listener) int {
 		if c := cmp.Compare(fill(y), fill(x)); c != 0 {
 			return c
 		}

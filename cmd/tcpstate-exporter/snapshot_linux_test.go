@@ -30,7 +30,7 @@ func dialInto(t *testing.T, ns *fixture.Netns) func() (*diag.Conn, error) {
 		t.Fatalf("opening %s: %v", ns.Path(), err)
 	}
 	t.Cleanup(func() { unix.Close(fd) })
-	return func() (*diag.Conn, error) { return diag.Dial(&diag.Config{NetNS: fd}) }
+	return func() (*diag.Conn, error) { return diag.Dial(&diag.DialOptions{NetNS: fd}) }
 }
 
 // rowFields returns the whitespace-separated fields of the first output
@@ -198,7 +198,7 @@ func TestSnapshotKernelErrorExitsOne(t *testing.T) {
 	defer unix.Close(fd)
 	var stdout, stderr bytes.Buffer
 	code := snapshotMain(context.Background(), snapshotOptions{
-		Dial: func() (*diag.Conn, error) { return diag.Dial(&diag.Config{NetNS: fd}) },
+		Dial: func() (*diag.Conn, error) { return diag.Dial(&diag.DialOptions{NetNS: fd}) },
 	}, &stdout, &stderr)
 	msg := stderr.String()
 	t.Logf("stderr: %s", msg)

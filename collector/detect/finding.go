@@ -1,5 +1,10 @@
 // Package detect holds the detectors: pure functions over a namespace's
 // sample history that say what is going wrong and show the evidence.
+//
+// It also owns the types that history is made of (model.go,
+// connhealth_model.go): listeners, destinations, CLOSE_WAIT groups, peer
+// groups and the per-sample Summary. Package collector builds these from
+// the dumps and uses them under their detect names; it declares no aliases.
 package detect
 
 import "time"

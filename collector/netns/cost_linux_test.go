@@ -147,10 +147,10 @@ func BenchmarkSweepCost(b *testing.B) {
 	b.Run("manager", func(b *testing.B) {
 		for b.Loop() {
 			rec := &fixture.LogRecorder{}
-			m, err := NewManager(Config{
+			m, err := NewManager(ManagerOptions{
 				Refresh: 30 * time.Second, Interval: time.Second, CPUBudget: 0.05, Logger: slog.New(rec),
 				NewSampler: func(h *Handle) (*collector.Sampler, error) {
-					return collector.NewSampler(collector.Options{Dial: h.Dial, InNetns: h.Do, Logger: slog.New(rec)}), nil
+					return collector.NewSampler(collector.SamplerOptions{Dial: h.Dial, InNetns: h.Do, Logger: slog.New(rec)}), nil
 				},
 			})
 			if err != nil {

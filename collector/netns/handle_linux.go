@@ -134,7 +134,7 @@ func (h *Handle) Dial() (*diag.Conn, error) {
 	if h.ns.IsHost {
 		return diag.Dial(nil)
 	}
-	c, err := diag.Dial(&diag.Config{NetNS: int(h.h)})
+	c, err := diag.Dial(&diag.DialOptions{NetNS: int(h.h)})
 	if err != nil {
 		return nil, h.wrap("opening sock_diag in", err)
 	}

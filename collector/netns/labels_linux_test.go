@@ -85,7 +85,7 @@ func TestExternalLabelSourcesNeverBlankTheScrape(t *testing.T) {
 		socks[ft.key(name)] = append(fakeSockets(2, 3), cw)
 	}
 	logs := slog.New(slog.DiscardHandler)
-	pods := podinfo.NewWithClient(client, podinfo.Config{NodeName: "node1", ProcRoot: ft.proc(), Logger: logs})
+	pods := podinfo.NewWithClient(client, podinfo.ResolverOptions{NodeName: "node1", ProcRoot: ft.proc(), Logger: logs})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); pods.Shutdown() }()
 	pods.Start(ctx)
@@ -101,11 +101,11 @@ func TestExternalLabelSourcesNeverBlankTheScrape(t *testing.T) {
 	cfg.CloseWaitMinAge = time.Millisecond
 	cfg.CloseWaitThreshold = 1
 	scrapeErrs := collector.NewScrapeErrors(logs)
-	m, err := NewManager(Config{
+	m, err := NewManager(ManagerOptions{
 		ProcRoot: ft.proc(), RunDirs: []string{}, Refresh: time.Hour, Interval: 10 * time.Millisecond, CPUBudget: 1,
 		Logger: logs, PodUID: pods.PodUID, PodName: pods.Lookup, ScrapeErrors: scrapeErrs,
 		NewSampler: func(h *Handle) (*collector.Sampler, error) {
-			return collector.NewSampler(collector.Options{Interval: 10 * time.Millisecond, Dial: fakeDial(socks[h.Namespace().Key]),
+			return collector.NewSampler(collector.SamplerOptions{Interval: 10 * time.Millisecond, Dial: fakeDial(socks[h.Namespace().Key]),
 				ProcRoot: ft.proc(), Detect: cfg, Logger: logs}), nil
 		},
 	})
@@ -188,7 +188,7 @@ func TestExternalLabelSourcesNeverBlankTheScrape(t *testing.T) {
 		got := byNetns[netns]
 		for name, want := range map[string]int{
 			"tcpstate_sockets": 22, "tcpstate_listener_sockets": 2, "tcpstate_close_wait_sockets": 1,
-			"tcpstate_dumps_total": len(collector.Kinds), "tcpstate_sysctl": 0, "tcpstate_kernel_read_errors_total": len(collector.KernelFiles()),
+			"tcpstate_dumps_total": len(collector.Kinds), "tcpstate_sysctl": 0, "tcpstate_kernel_read_errors_total": len(collector.ReadErrorFiles()),
 		} {
 			if got[name] != want {
 				t.Errorf("namespace %d (%q): %d %s series, want %d", i, hostileStrings[i][:min(len(hostileStrings[i]), 20)], got[name], name, want)

@@ -26,7 +26,7 @@ func benchListen(b *testing.B, switchInto bool) {
 		b.Fatal(err)
 	}
 	defer h.Close()
-	opts := collector.Options{Dial: h.Dial, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	opts := collector.SamplerOptions{Dial: h.Dial, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	if switchInto {
 		opts.InNetns = h.Do
 	}

@@ -19,8 +19,8 @@ import (
 // pass them as collector.ExporterOptions.TargetLabels.
 var TargetLabels = []string{"netns", "namespace", "pod"}
 
-// Config configures a Manager.
-type Config struct {
+// ManagerOptions configure a Manager.
+type ManagerOptions struct {
 	// ProcRoot is where procfs is mounted; default /proc. The agent needs
 	// the node's PID namespace (hostPID) to see other pods' processes.
 	ProcRoot string
@@ -39,12 +39,12 @@ type Config struct {
 	CPUBudget float64
 	// HalfOpenInterval is the interval the half-open sweep of each
 	// namespace asks for, within a quarter of the one CPU budget, as
-	// collector.Options.HalfOpenInterval: zero means
+	// collector.SamplerOptions.HalfOpenInterval: zero means
 	// collector.DefaultHalfOpenInterval, negative no sweep. The Samplers
 	// that NewSampler makes should be given the same.
 	HalfOpenInterval time.Duration
 	// NewSampler makes the Sampler of a namespace. It should set
-	// collector.Options.Dial to h.Dial and InNetns to h.Do. The Manager drives the Sampler with Sample
+	// collector.SamplerOptions.Dial to h.Dial and InNetns to h.Do. The Manager drives the Sampler with Sample
 	// and closes it when the namespace goes: it must not be Run. Default: a
 	// Sampler with Dial set to h.Dial, InNetns to h.Do and Interval to the
 	// Manager's.
@@ -63,7 +63,7 @@ type Config struct {
 	ScrapeErrors *collector.ScrapeErrors
 }
 
-func (c *Config) setDefaults() {
+func (c *ManagerOptions) setDefaults() {
 	if c.ProcRoot == "" {
 		c.ProcRoot = "/proc"
 	}
@@ -85,7 +85,7 @@ func (c *Config) setDefaults() {
 	if c.NewSampler == nil {
 		iv, root, ho := c.Interval, c.ProcRoot, c.HalfOpenInterval
 		c.NewSampler = func(h *Handle) (*collector.Sampler, error) {
-			return collector.NewSampler(collector.Options{Interval: iv, Dial: h.Dial, InNetns: h.Do, ProcRoot: root, HalfOpenInterval: ho}), nil
+			return collector.NewSampler(collector.SamplerOptions{Interval: iv, Dial: h.Dial, InNetns: h.Do, ProcRoot: root, HalfOpenInterval: ho}), nil
 		}
 	}
 }
@@ -143,7 +143,7 @@ type entry struct {
 // Manager samples every network namespace on the node; see the package
 // documentation. Create it with NewManager, start it with Run.
 type Manager struct {
-	cfg Config
+	cfg ManagerOptions
 
 	// sch runs every namespace's jobs within the one budget.
 	sch *collector.Scheduler
@@ -168,13 +168,13 @@ type Manager struct {
 }
 
 // NewManager returns a Manager. Nothing is opened before Refresh or Run.
-func NewManager(cfg Config) (*Manager, error) {
+func NewManager(cfg ManagerOptions) (*Manager, error) {
 	if cfg.CPUBudget < 0 || cfg.CPUBudget > 1 {
 		return nil, fmt.Errorf("netns: CPU budget %g is not a fraction of one core in (0, 1]", cfg.CPUBudget)
 	}
 	cfg.setDefaults()
 	m := &Manager{cfg: cfg, failed: map[Key]string{}, entries: map[Key]*entry{}, sweepSeen: map[Key]bool{}, refreshNow: make(chan struct{}, 1)}
-	m.sch = collector.NewScheduler(collector.SchedulerConfig{Interval: cfg.Interval, Budget: cfg.CPUBudget, Logger: cfg.Logger,
+	m.sch = collector.NewScheduler(collector.SchedulerOptions{Interval: cfg.Interval, Budget: cfg.CPUBudget, Logger: cfg.Logger,
 		Kinds: collector.SamplerJobs(collector.SweepInterval(cfg.HalfOpenInterval, cfg.Interval))})
 	return m, nil
 }

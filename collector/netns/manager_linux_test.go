@@ -26,7 +26,7 @@ import (
 )
 
 // fakeDial answers every dump with the sockets of the requested states.
-var fakeDial = diagtest.Kernel
+var fakeDial = diagtest.Dialer
 
 // fakeSockets returns l listeners and e established sockets over IPv4.
 func fakeSockets(l, e int) []diag.Socket {
@@ -68,7 +68,7 @@ func TestManagerFakeTree(t *testing.T) {
 	rec := &fixture.LogRecorder{}
 	before := openFDs(t)
 
-	m, err := NewManager(Config{
+	m, err := NewManager(ManagerOptions{
 		ProcRoot:  ft.proc(),
 		RunDirs:   []string{run},
 		Refresh:   time.Hour, // only the presence check can notice a departure
@@ -76,7 +76,7 @@ func TestManagerFakeTree(t *testing.T) {
 		CPUBudget: 1,
 		Logger:    slog.New(rec),
 		NewSampler: func(h *Handle) (*collector.Sampler, error) {
-			return collector.NewSampler(collector.Options{Interval: 10 * time.Millisecond, Dial: fakeDial(socks[h.Namespace().Key])}), nil
+			return collector.NewSampler(collector.SamplerOptions{Interval: 10 * time.Millisecond, Dial: fakeDial(socks[h.Namespace().Key])}), nil
 		},
 		PodUID: func(pid int) string {
 			return map[int]string{10: "uid-a", 20: "uid-b"}[pid]
@@ -169,10 +169,10 @@ func TestManagerCollector(t *testing.T) {
 	ft := newFakeTree(t)
 	ft.process("self", "host")
 	ft.process("10", "a")
-	m, err := NewManager(Config{
+	m, err := NewManager(ManagerOptions{
 		ProcRoot: ft.proc(), RunDirs: []string{},
 		NewSampler: func(h *Handle) (*collector.Sampler, error) {
-			return collector.NewSampler(collector.Options{Dial: fakeDial(nil)}), nil
+			return collector.NewSampler(collector.SamplerOptions{Dial: fakeDial(nil)}), nil
 		},
 	})
 	if err != nil {
@@ -215,7 +215,7 @@ tcpstate_netns_namespaces 1
 // once, not every cycle, and that the Manager keeps running.
 func TestManagerDiscoveryFailure(t *testing.T) {
 	rec := &fixture.LogRecorder{}
-	m, err := NewManager(Config{ProcRoot: filepath.Join(t.TempDir(), "none"), Refresh: 5 * time.Millisecond,
+	m, err := NewManager(ManagerOptions{ProcRoot: filepath.Join(t.TempDir(), "none"), Refresh: 5 * time.Millisecond,
 		Interval: 5 * time.Millisecond, Logger: slog.New(rec)})
 	if err != nil {
 		t.Fatal(err)

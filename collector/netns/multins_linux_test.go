@@ -73,13 +73,13 @@ func TestManagerRealNamespaces(t *testing.T) {
 	before := openFDs(t)
 	rec := &fixture.LogRecorder{}
 	logger := slog.New(rec)
-	m, err := NewManager(Config{
+	m, err := NewManager(ManagerOptions{
 		Refresh:   300 * time.Millisecond,
 		Interval:  50 * time.Millisecond,
 		CPUBudget: 0.5,
 		Logger:    logger,
 		NewSampler: func(h *Handle) (*collector.Sampler, error) {
-			return collector.NewSampler(collector.Options{Interval: 50 * time.Millisecond, Dial: h.Dial, InNetns: h.Do, Logger: logger}), nil
+			return collector.NewSampler(collector.SamplerOptions{Interval: 50 * time.Millisecond, Dial: h.Dial, InNetns: h.Do, Logger: logger}), nil
 		},
 		PodUID: func(pid int) string { return podOf[pid] },
 		PodName: func(uid string) (string, string, bool) {
@@ -99,7 +99,7 @@ func TestManagerRealNamespaces(t *testing.T) {
 		t.Helper()
 		waitFor(t, 20*time.Second, "exact counts in every namespace", func() (bool, string) {
 			ts := targetsByNetns(m.Targets())
-			if _, ok := ts[HostLabel]; !ok {
+			if _, ok := ts[collector.HostTarget]; !ok {
 				return false, "no host target"
 			}
 			for _, i := range idx {

@@ -3,6 +3,8 @@ package netns
 import (
 	"errors"
 	"strconv"
+
+	"github.com/tcpstate/tcpstate-exporter/collector"
 )
 
 // Key identifies a network namespace: the device and inode of its nsfs file,
@@ -31,14 +33,11 @@ type Namespace struct {
 // find another when the first exits, or a process whose cgroup names its pod.
 const MaxPIDs = 4
 
-// HostLabel is the netns label value of the agent's own namespace.
-const HostLabel = "host"
-
-// Label returns the value of the netns label: HostLabel for the agent's own
-// namespace, else the inode in decimal.
+// Label returns the value of the netns label: collector.HostTarget for the
+// agent's own namespace, else the inode in decimal.
 func (n Namespace) Label() string {
 	if n.IsHost {
-		return HostLabel
+		return collector.HostTarget
 	}
 	return strconv.FormatUint(n.Inode, 10)
 }

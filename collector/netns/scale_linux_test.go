@@ -208,7 +208,7 @@ func TestNetnsDetectionAmongBusyNamespaces(t *testing.T) {
 	}
 	t.Cleanup(func() { unix.Close(aqFD) })
 
-	m, err := NewManager(Config{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	m, err := NewManager(ManagerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,8 +343,8 @@ func TestHostSynFloodAt1M(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			s := collector.NewSampler(collector.Options{
-				Dial:    func() (*diag.Conn, error) { return diag.Dial(&diag.Config{NetNS: int(f.Fd())}) },
+			s := collector.NewSampler(collector.SamplerOptions{
+				Dial:    func() (*diag.Conn, error) { return diag.Dial(&diag.DialOptions{NetNS: int(f.Fd())}) },
 				InNetns: ns.Do,
 				Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 			})

@@ -28,7 +28,7 @@ func TestManagerSweepsEveryNamespace(t *testing.T) {
 		ft.key("b"):    fakeSockets(0, 1),
 	}
 	const iv = 200 * time.Millisecond
-	m, err := NewManager(Config{
+	m, err := NewManager(ManagerOptions{
 		ProcRoot:         ft.proc(),
 		RunDirs:          []string{},
 		Refresh:          time.Hour,
@@ -37,7 +37,7 @@ func TestManagerSweepsEveryNamespace(t *testing.T) {
 		HalfOpenInterval: iv,
 		Logger:           slog.New(slog.DiscardHandler),
 		NewSampler: func(h *Handle) (*collector.Sampler, error) {
-			return collector.NewSampler(collector.Options{Interval: 20 * time.Millisecond, CPUBudget: 0.5, HalfOpenInterval: iv,
+			return collector.NewSampler(collector.SamplerOptions{Interval: 20 * time.Millisecond, CPUBudget: 0.5, HalfOpenInterval: iv,
 				Dial: fakeDial(socks[h.Namespace().Key])}), nil
 		},
 	})
@@ -90,7 +90,7 @@ func TestManagerSweepsEveryNamespace(t *testing.T) {
 		}
 	}
 
-	off, err := NewManager(Config{ProcRoot: ft.proc(), RunDirs: []string{}, HalfOpenInterval: -1})
+	off, err := NewManager(ManagerOptions{ProcRoot: ft.proc(), RunDirs: []string{}, HalfOpenInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

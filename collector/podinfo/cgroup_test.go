@@ -110,7 +110,7 @@ func TestPodUIDFakeTree(t *testing.T) {
 	if _, err := PodUID(root, 7); err == nil || errors.Is(err, ErrNoProcess) {
 		t.Errorf("malformed file: %v", err)
 	}
-	r := NewWithClient(nil, Config{ProcRoot: root, Logger: slog.New(slog.DiscardHandler)})
+	r := NewWithClient(nil, ResolverOptions{ProcRoot: root, Logger: slog.New(slog.DiscardHandler)})
 	if got := r.PodUID(100); got != uid {
 		t.Errorf("Resolver.PodUID: %q", got)
 	}

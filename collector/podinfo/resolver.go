@@ -37,8 +37,8 @@ const uidIndex = "uid"
 // podsResource is the resource the Resolver watches, as metadata only.
 var podsResource = schema.GroupVersionResource{Version: "v1", Resource: "pods"}
 
-// Config configures a Resolver.
-type Config struct {
+// ResolverOptions configure a Resolver.
+type ResolverOptions struct {
 	// Kubeconfig is a kubeconfig file for out-of-cluster use (testing);
 	// empty means the in-cluster service account.
 	Kubeconfig string
@@ -54,7 +54,7 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-func (c *Config) setDefaults() {
+func (c *ResolverOptions) setDefaults() {
 	if c.NodeName == "" {
 		c.NodeName = os.Getenv(NodeNameEnv)
 	}
@@ -72,7 +72,7 @@ func (c *Config) setDefaults() {
 // Resolver maps processes to pod UIDs and pod UIDs to namespace and name.
 // Its methods are safe for concurrent use.
 type Resolver struct {
-	cfg      Config
+	cfg      ResolverOptions
 	informer cache.SharedIndexInformer // nil when degraded
 	running  sync.WaitGroup            // the informer and its sync waiter
 
@@ -86,7 +86,7 @@ type Resolver struct {
 // cannot be loaded is an error, with or without a node name. Without a
 // node name or outside a cluster (and without a Kubeconfig) it returns a
 // degraded Resolver that has logged one warning and answers no names.
-func New(cfg Config) (*Resolver, error) {
+func New(cfg ResolverOptions) (*Resolver, error) {
 	cfg.setDefaults()
 	var rc *rest.Config
 	var err error
@@ -124,7 +124,7 @@ func New(cfg Config) (*Resolver, error) {
 // fake one). Only metadata crosses the wire and stays in the cache: the
 // pods' specs and statuses, and client-go's typed clientsets, are never
 // needed.
-func NewWithClient(client metadata.Interface, cfg Config) *Resolver {
+func NewWithClient(client metadata.Interface, cfg ResolverOptions) *Resolver {
 	cfg.setDefaults()
 	r := &Resolver{cfg: cfg}
 	if cfg.NodeName == "" {

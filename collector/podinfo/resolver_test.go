@@ -142,7 +142,7 @@ func TestResolverFakeMetadataClient(t *testing.T) {
 	})
 
 	rec := &fixture.LogRecorder{}
-	r := NewWithClient(client, Config{NodeName: "node1", Logger: slog.New(rec)})
+	r := NewWithClient(client, ResolverOptions{NodeName: "node1", Logger: slog.New(rec)})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); r.Shutdown() }()
 	r.Start(ctx)
@@ -348,7 +348,7 @@ func testResolverHTTPAPI(t *testing.T, watchList bool) {
 	defer close(stop)
 
 	rec := &fixture.LogRecorder{}
-	r, err := New(Config{Kubeconfig: writeKubeconfig(t, srv), NodeName: "node-a", Logger: slog.New(rec)})
+	r, err := New(ResolverOptions{Kubeconfig: writeKubeconfig(t, srv), NodeName: "node-a", Logger: slog.New(rec)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +396,7 @@ func TestResolverUnreachable(t *testing.T) {
 	dead := &httptest.Server{URL: "https://" + l.Addr().String()}
 	l.Close()
 	rec := &fixture.LogRecorder{}
-	r, err := New(Config{Kubeconfig: writeKubeconfig(t, dead), NodeName: "n", Logger: slog.New(rec), SyncTimeout: time.Second})
+	r, err := New(ResolverOptions{Kubeconfig: writeKubeconfig(t, dead), NodeName: "n", Logger: slog.New(rec), SyncTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -419,7 +419,7 @@ func TestResolverUnreachable(t *testing.T) {
 func TestResolverDegraded(t *testing.T) {
 	t.Setenv(NodeNameEnv, "")
 	rec := &fixture.LogRecorder{}
-	r, err := New(Config{Logger: slog.New(rec)})
+	r, err := New(ResolverOptions{Logger: slog.New(rec)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -433,7 +433,7 @@ func TestResolverDegraded(t *testing.T) {
 	t.Setenv("KUBERNETES_SERVICE_HOST", "")
 	t.Setenv("KUBERNETES_SERVICE_PORT", "")
 	rec = &fixture.LogRecorder{}
-	r, err = New(Config{Logger: slog.New(rec)})
+	r, err = New(ResolverOptions{Logger: slog.New(rec)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -445,7 +445,7 @@ func TestResolverDegraded(t *testing.T) {
 	}
 
 	// An explicit kubeconfig that cannot be loaded is an error.
-	if _, err := New(Config{Kubeconfig: filepath.Join(t.TempDir(), "missing"), NodeName: "n"}); err == nil {
+	if _, err := New(ResolverOptions{Kubeconfig: filepath.Join(t.TempDir(), "missing"), NodeName: "n"}); err == nil {
 		t.Error("missing kubeconfig: no error")
 	}
 }

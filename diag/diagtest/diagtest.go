@@ -269,12 +269,12 @@ func (r Request) States() diag.StateMask {
 	return diag.StateMask(binary.NativeEndian.Uint32(r.Payload[off : off+4]))
 }
 
-// Kernel returns a dial function for a scripted kernel holding socks: every
+// Dialer returns a dial function for a scripted kernel holding socks: every
 // dump answers with the sockets in the states it asks for, seven messages
 // to a datagram. As the real kernel does, a SOCK_DIAG_BY_FAMILY request gets
 // only its family's sockets (the legacy request both), and request sockets
 // (NewSynRecv) are answered with state SynRecv.
-func Kernel(socks []diag.Socket) func() (*diag.Conn, error) {
+func Dialer(socks []diag.Socket) func() (*diag.Conn, error) {
 	return func() (*diag.Conn, error) {
 		return diag.NewConn(&Transport{Handler: func(r Request) ([][]byte, error) {
 			mask := r.States()

@@ -131,7 +131,7 @@ func measure(mode string, n int, method string) (result, error) {
 			// without findings.
 			cfg.AcceptQueueRatio = 1
 		}
-		s := collector.NewSampler(collector.Options{Method: m, Detect: cfg})
+		s := collector.NewSampler(collector.SamplerOptions{Method: m, Detect: cfg})
 		once = func() (uint64, error) {
 			smp, err := s.Sample(collector.Full)
 			if err != nil {
@@ -146,7 +146,7 @@ func measure(mode string, n int, method string) (result, error) {
 		if method == "v2" {
 			m = diag.MethodV2
 		}
-		s := collector.NewSampler(collector.Options{Method: m})
+		s := collector.NewSampler(collector.SamplerOptions{Method: m})
 		if _, err := s.Sample(collector.Full); err != nil {
 			return result{}, err
 		}

@@ -29,8 +29,8 @@ var sysctls = func() []procnet.Sysctl {
 	return ks
 }()
 
-// KernelFiles lists the file label values of tcpstate_kernel_read_errors_total.
-func KernelFiles() []string {
+// ReadErrorFiles lists the file label values of tcpstate_kernel_read_errors_total.
+func ReadErrorFiles() []string {
 	fs := []string{fileNetstat, fileSNMP, fileSockstat, fileSockstat6}
 	for _, k := range sysctls {
 		fs = append(fs, k.Name())
@@ -38,25 +38,25 @@ func KernelFiles() []string {
 	return append(fs, fileNetns)
 }
 
-// kernelError is a failed read of one kernel file.
-type kernelError struct {
+// readError is a failed read of one kernel file.
+type readError struct {
 	file string
 	err  error
 }
 
-// readKernel reads the counters, sockstat and (when withSysctls) sysctls
+// readProcfs reads the counters, sockstat and (when withSysctls) sysctls
 // of the namespace through r, on the thread inNetns provides. A file that
 // fails leaves only its own values absent. It also returns the CPU the
 // reads used when inNetns ran them on another thread.
 //
 // also, when set, runs inside the namespace after the reads (the same
 // entry), for reads that are not every sample's.
-func readKernel(r *procnet.Reader, inNetns func(func() error) error, withSysctls bool, also func()) (Kernel, []kernelError, time.Duration) {
-	var k Kernel
-	var errs []kernelError
+func readProcfs(r *procnet.Reader, inNetns func(func() error) error, withSysctls bool, also func()) (ProcfsValues, []readError, time.Duration) {
+	var k ProcfsValues
+	var errs []readError
 	var other time.Duration
 	caller := threadID()
-	fail := func(file string, err error) { errs = append(errs, kernelError{file, err}) }
+	fail := func(file string, err error) { errs = append(errs, readError{file, err}) }
 	err := inNetns(func() error {
 		if tid := threadID(); tid != caller {
 			cpu0 := threadCPU()
@@ -94,7 +94,7 @@ func readKernel(r *procnet.Reader, inNetns func(func() error) error, withSysctls
 		return nil
 	})
 	if err != nil {
-		return Kernel{}, []kernelError{{fileNetns, err}}, other
+		return ProcfsValues{}, []readError{{fileNetns, err}}, other
 	}
 	return k, errs, other
 }
