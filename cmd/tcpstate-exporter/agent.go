@@ -69,7 +69,9 @@ func (cfg *config) samplerOptions(logger *slog.Logger) collector.Options {
 	return o
 }
 
-func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
+// newAgent sets the agent up from validated flags; findings returns a
+// target's findings for the alerts (samplerFindings outside tests).
+func newAgent(cfg *config, logger *slog.Logger, findings findingsFunc) (*agent, error) {
 	a := &agent{cfg: cfg, logger: logger, registry: prometheus.NewRegistry(), web: newWebMetrics(), scrapeErrs: collector.NewScrapeErrors(logger)}
 	a.registry.MustRegister(a.web.collectors()...)
 	ev, err := setupEvents(cfg, logger)
@@ -120,7 +122,7 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	al, err := newAlerting(cfg, logger, a.targets, labelNames, a.scrapeErrs)
+	al, err := newAlerting(cfg, logger, a.targets, findings, labelNames, a.scrapeErrs)
 	if err != nil {
 		return nil, err
 	}

@@ -7,7 +7,6 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 
-	"github.com/tcpstate/tcpstate-exporter/collector"
 	"github.com/tcpstate/tcpstate-exporter/collector/detect"
 )
 
@@ -126,10 +125,4 @@ func (f *detectFlags) validate() error {
 		return fmt.Errorf("detector flags: %w", err)
 	}
 	return nil
-}
-
-// The detectors run inside each target's Sampler after every sample; the
-// alerting side and the snapshot read their latest findings.
-func init() {
-	findingsFor = func(t collector.Target) []detect.Finding { return t.Sampler.Findings() }
 }

@@ -233,7 +233,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	a, err := newAgent(cfg, logger)
+	a, err := newAgent(cfg, logger, samplerFindings)
 	if err != nil {
 		logger.Error("setting up", "err", err)
 		return 1

@@ -53,7 +53,7 @@ func runSnapshot(cfg *config, stdout, stderr io.Writer) int {
 		Method:   cfg.diagMethod(),
 		Wait:     cfg.snapshot.wait,
 		Detect:   cfg.detect.cfg,
-		Findings: findingsFor,
+		Findings: samplerFindings,
 		HalfOpen: cfg.halfOpen.interval > 0,
 	}
 	opts.ProcRoot = cfg.procRoot
@@ -184,9 +184,9 @@ type snapshotOptions struct {
 	// Detect holds the detector thresholds (the --detect.* and
 	// --closewait.* flags); the zero value means the defaults.
 	Detect detect.Config
-	// Findings runs the detectors over the samples; nil when they are not
-	// available.
-	Findings func(collector.Target) []detect.Finding
+	// Findings returns the findings over a sampled target
+	// (samplerFindings outside tests); it must not be nil.
+	Findings findingsFunc
 	// HalfOpen runs one half-open sweep after the full dump.
 	HalfOpen bool
 }
