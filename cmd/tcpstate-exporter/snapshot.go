@@ -205,9 +205,8 @@ type snapshot struct {
 	// retransmission count from which its peers count as stalled.
 	Full       *collector.Sample
 	RetransMin uint64
-	// Findings are nil with FindingsOK false when no detector is wired.
-	Findings   []detect.Finding
-	FindingsOK bool
+	// Findings are the active findings over the latest sample.
+	Findings []detect.Finding
 	// Ehash describes the established hash (EhashKnown false before Linux
 	// 6.1 or when it could not be read).
 	Ehash      procnet.Ehash
@@ -287,10 +286,7 @@ func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshot
 		snap.Time, snap.Counts, snap.Listener = now, v.Counts, v.Listeners
 		snap.Ehash, snap.EhashKnown = v.Ehash, v.EhashKnown
 		snap.Full, snap.RetransMin = v.Full, cmp.Or(opts.Detect, detect.DefaultConfig()).PeerRetransMin
-		if opts.Findings != nil {
-			snap.Findings = opts.Findings(collector.Target{Sampler: s})
-			snap.FindingsOK = true
-		}
+		snap.Findings = opts.Findings(collector.Target{Sampler: s})
 	}
 	return snaps, errs
 }
@@ -399,10 +395,6 @@ func (s *snapshot) write(w io.Writer) error {
 		return err
 	}
 
-	if !s.FindingsOK {
-		fmt.Fprintln(w, "\nFindings: no detectors in this build")
-		return nil
-	}
 	fs := slices.Clone(s.Findings)
 	slices.SortStableFunc(fs, func(x, y detect.Finding) int {
 		if c := cmp.Compare(x.Severity.Rank(), y.Severity.Rank()); c != 0 {
