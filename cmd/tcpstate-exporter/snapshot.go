@@ -200,7 +200,7 @@ type snapshot struct {
 	Dumps     int
 	Sockets   int // in the full dump
 	Counts    collector.Counts
-	Listener  []collector.Listener // every listener of the latest dump
+	Listener  []detect.Listener // every listener of the latest dump
 	// Full is the full sample (connection health); RetransMin the
 	// retransmission count from which its peers count as stalled.
 	Full       *collector.Sample
@@ -249,7 +249,7 @@ func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshot
 		}
 		snaps[i] = &snapshot{Namespace: t.Namespace, Dumps: 1, Sockets: full.Dump.Sockets}
 		if opts.HalfOpen {
-			snaps[i].sweep(s, opts.Detect)
+			snaps[i].sweep(s)
 		}
 	}
 	if opts.Wait > 0 {
@@ -285,7 +285,7 @@ func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshot
 		snap := snaps[i]
 		snap.Time, snap.Counts, snap.Listener = now, v.Counts, v.Listeners
 		snap.Ehash, snap.EhashKnown = v.Ehash, v.EhashKnown
-		snap.Full, snap.RetransMin = v.Full, cmp.Or(opts.Detect, detect.DefaultConfig()).PeerRetransMin
+		snap.Full, snap.RetransMin = v.Full, s.DetectConfig().PeerRetransMin
 		snap.Findings = opts.Findings(collector.Target{Sampler: s})
 	}
 	return snaps, errs
@@ -294,34 +294,18 @@ func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshot
 // maxRiskListeners is how many listeners at risk the snapshot prints.
 const maxRiskListeners = 20
 
-// atRisk reports whether a listener's accept queue is at least half full or
-// it has half-open connections.
-func atRisk(l collector.Listener) bool {
-	return l.SynRecv > 0 || (l.QueueLen > 0 && 2*l.QueueLen >= l.QueueLimit)
-}
-
-// fill is the accept queue's length relative to its limit.
-func fill(l collector.Listener) float64 {
-	if l.QueueLimit == 0 {
-		if l.QueueLen > 0 {
-			return 1
-		}
-		return 0
-	}
-	return float64(l.QueueLen) / float64(l.QueueLimit)
-}
-
-// risky returns the listeners at risk, fullest queue first, then most
-// SYN_RECV, then by address.
-func risky(ls []collector.Listener) []collector.Listener {
-	var out []collector.Listener
-	for _, l := range ls {
-		if atRisk(l) {
-			out = append(out, l)
+// risky returns the listeners at risk (detect.Listener.AtRisk), fullest
+// accept queue first (detect.Listener.AcceptQueueFill), then most
+// SYN_RECV, then in the order given (by address).
+func risky(ls []detect.Listener) []detect.Listener {
+	var out []detect.Listener
+	for i := range ls {
+		if ls[i].AtRisk() {
+			out = append(out, ls[i])
 		}
 	}
-	slices.SortStableFunc(out, func(x, y collector.Listener) int {
-		if c := cmp.Compare(fill(y), fill(x)); c != 0 {
+	slices.SortStableFunc(out, func(x, y detect.Listener) int {
+		if c := cmp.Compare(y.AcceptQueueFill(), x.AcceptQueueFill()); c != 0 {
 			return c
 		}
 		return cmp.Compare(y.SynRecv, x.SynRecv)

@@ -19,7 +19,7 @@ func TestSnapshotConnHealthSections(t *testing.T) {
 	lk := detect.ListenerKey{Family: diag.AFInet, Addr: netip.MustParseAddr("0.0.0.0"), Port: 8080}
 	snap := &snapshot{
 		Time: now, Dumps: 1, RetransMin: 4,
-		Listener: []collector.Listener{{ListenerKey: lk, Sockets: 1, QueueLimit: 128, SynRecv: 3, SynRecvRetransmitted: 2}},
+		Listener: []detect.Listener{{ListenerKey: lk, Sockets: 1, QueueLimit: 128, SynRecv: 3, SynRecvRetransmitted: 2}},
 		Full: &collector.Sample{
 			Time: now,
 			Peers: []detect.PeerGroup{
