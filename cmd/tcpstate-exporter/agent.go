@@ -110,7 +110,7 @@ func newAgent(cfg *config, logger *slog.Logger, findings findingsFunc) (*agent, 
 		collector.NewExporter(a.targets, collector.ExporterOptions{
 			TargetLabels:    labelNames,
 			MaxListeners:    cfg.listenersMax,
-			MaxDestinations: cfg.detect.destinationsMax,
+			MaxDestinations: cfg.destsMax,
 			MaxTargets:      cfg.netnsMax,
 			Errors:          a.scrapeErrs,
 			MaxPeers:        cfg.detect.peersMax,
