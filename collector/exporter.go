@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -340,7 +339,7 @@ type cachedSeries struct {
 // latest samples (kernel values, CLOSE_WAIT groups, listeners and
 // destinations), built once per new sample rather than on every scrape.
 func (e *Exporter) sampleSeries(t Target, v *View) ([]prometheus.Metric, partErrors) {
-	key := targetKey(t)
+	key := t.Key()
 	e.cacheMu.Lock()
 	c := e.cache[key]
 	e.cacheMu.Unlock()
@@ -365,11 +364,11 @@ func (e *Exporter) pruneCache(ts []Target, kept []int) {
 	live := make(map[string]struct{}, len(ts))
 	if kept == nil {
 		for _, t := range ts {
-			live[targetKey(t)] = struct{}{}
+			live[t.Key()] = struct{}{}
 		}
 	} else {
 		for _, i := range kept {
-			live[targetKey(ts[i])] = struct{}{}
+			live[ts[i].Key()] = struct{}{}
 		}
 	}
 	e.cacheMu.Lock()
@@ -380,9 +379,6 @@ func (e *Exporter) pruneCache(ts []Target, kept []int) {
 		}
 	}
 }
-
-// targetKey identifies a target across scrapes by its label values.
-func targetKey(t Target) string { return strings.Join(t.Labels, "\x00") }
 
 // selectTargets splits the targets into those reported one by one and those
 // folded (indexes into ts, in the order of ts), as the Exporter's
@@ -399,7 +395,7 @@ func (e *Exporter) selectTargets(ts []Target, views []View) (kept, folded []int)
 	e.keptMu.Unlock()
 	cs := make([]cand, len(ts))
 	for i, t := range ts {
-		c := cand{i: i, key: targetKey(t), pinned: len(t.Labels) > 0 && t.Labels[0] == HostTarget}
+		c := cand{i: i, key: t.Key(), pinned: len(t.Labels) > 0 && t.Labels[0] == HostTarget}
 		if views[i].Ready {
 			c.score = views[i].Counts.Total()
 		}

@@ -170,7 +170,7 @@ func targetFindings(ts []collector.Target, labelNames []string, findings finding
 			}
 		}
 		out = append(out, alerts.TargetFindings{
-			Target:   alerts.Target{Key: strings.Join(t.Labels, "\x00"), Labels: labels},
+			Target:   alerts.Target{Key: t.Key(), Labels: labels},
 			Findings: findings(t),
 		})
 	}
