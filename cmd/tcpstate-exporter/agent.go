@@ -201,8 +201,8 @@ func (a *agent) ready(now time.Time) (bool, string) {
 	if !v.Ready {
 		return false, "no full sample yet"
 	}
-	// Staleness is the dumps': the cheap path runs every second on a lane
-	// of its own and would hide a stuck dump lane.
+	// Staleness is the dumps': the cheap path runs every --sample.interval
+	// on a lane of its own and would hide a stuck dump lane.
 	var latest time.Time
 	for _, k := range []collector.Kind{collector.Full, collector.Rare} {
 		if t := v.Stats[k].LastTime; t.After(latest) {

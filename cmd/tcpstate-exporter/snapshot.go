@@ -181,8 +181,8 @@ type snapshotOptions struct {
 	Method diag.Method
 	// Wait separates the full dump from the rare one; 0 skips the second.
 	Wait time.Duration
-	// Detect holds the detector thresholds (the --detect.* and
-	// --closewait.* flags); the zero value means the defaults.
+	// Detect holds the detector thresholds (the --detect.*, --closewait.*
+	// and --halfopen.* thresholds); the zero value means the defaults.
 	Detect detect.Config
 	// Findings returns the findings over a sampled target
 	// (samplerFindings outside tests); it must not be nil.
@@ -219,8 +219,9 @@ type snapshot struct {
 }
 
 // takeSnapshots samples every target once fully, then (after opts.Wait,
-// waited once for all) once more for the rare states, and runs the
-// detectors over the result. errs[i] is set where target i failed.
+// waited once for all) once more for the rare states, and takes the
+// findings of the detectors, which ran after each sample. errs[i] is set
+// where target i failed.
 func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshotTarget) (snaps []*snapshot, errs []error) {
 	interval := max(opts.Wait, 10*time.Millisecond)
 	snaps, errs = make([]*snapshot, len(targets)), make([]error, len(targets))
