@@ -1,9 +1,7 @@
 package collector
 
 import (
-	"cmp"
 	"net/netip"
-	"slices"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -110,13 +108,7 @@ func (h *healthDescs) series(gauge func(d *prometheus.Desc, v float64, l ...stri
 	}
 	gauge(h.foldedDesc, float64(folded), "peers")
 
-	ls := slices.Clone(full.Clients)
-	slices.SortStableFunc(ls, func(x, y detect.ListenerClients) int {
-		if c := cmp.Compare(y.Connections, x.Connections); c != 0 {
-			return c
-		}
-		return x.ListenerKey.Compare(y.ListenerKey)
-	})
+	ls := BusiestListeners(full.Clients)
 	var rest familySums[detect.ListenerClients]
 	cfolded := 0
 	for i, lc := range ls {

@@ -7,7 +7,6 @@ package collector
 import (
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,7 +33,7 @@ type cachedSeries struct {
 // latest samples (kernel values, CLOSE_WAIT groups, listeners and
 // destinations), built once per new sample rather than on every scrape.
 func (e *Exporter) sampleSeries(t Target, v *View) ([]prometheus.Metric, partErrors) {
-	key := targetKey(t)
+	key := t.Key()
 	e.cacheMu.Lock()
 	c := e.cache[key]
 	e.cacheMu.Unlock()
@@ -59,11 +58,11 @@ func (e *Exporter) pruneCache(ts []Target, kept []int) {
 	live := make(map[string]struct{}, len(ts))
 	if kept == nil {
 		for _, t := range ts {
-			live[targetKey(t)] = struct{}{}
+			live[t.Key()] = struct{}{}
 		}
 	} else {
 		for _, i := range kept {
-			live[targetKey(ts[i])] = struct{}{}
+			live[ts[i].Key()] = struct{}{}
 		}
 	}
 	e.cacheMu.Lock()
@@ -74,9 +73,6 @@ func (e *Exporter) pruneCache(ts []Target, kept []int) {
 		}
 	}
 }
-
-// targetKey identifies a target across scrapes by its label values.
-func targetKey(t Target) string { return strings.Join(t.Labels, "\x00") }
 
 // collectTarget sends one target's series: those that change between
 // samples (dump statistics, sample ages, counts and window maxima) built

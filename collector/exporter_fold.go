@@ -54,7 +54,7 @@ func (e *Exporter) selectTargets(ts []Target, views []View) (kept, folded []int)
 	e.keptMu.Unlock()
 	cs := make([]cand, len(ts))
 	for i, t := range ts {
-		c := cand{i: i, key: targetKey(t), pinned: len(t.Labels) > 0 && t.Labels[0] == HostTarget}
+		c := cand{i: i, key: t.Key(), pinned: len(t.Labels) > 0 && t.Labels[0] == HostTarget}
 		if views[i].Ready {
 			c.score = views[i].Counts.Total()
 		}

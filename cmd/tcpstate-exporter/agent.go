@@ -69,7 +69,9 @@ func (cfg *config) samplerOptions(logger *slog.Logger) collector.SamplerOptions 
 	return o
 }
 
-func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
+// newAgent sets the agent up from validated flags; findings returns a
+// target's findings for the alerts (samplerFindings outside tests).
+func newAgent(cfg *config, logger *slog.Logger, findings findingsFunc) (*agent, error) {
 	a := &agent{cfg: cfg, logger: logger, registry: prometheus.NewRegistry(), web: newWebMetrics(), scrapeErrs: collector.NewScrapeErrors(logger)}
 	a.registry.MustRegister(a.web.collectors()...)
 	ev, err := setupEvents(cfg, logger)
@@ -108,7 +110,7 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 		collector.NewExporter(a.targets, collector.ExporterOptions{
 			TargetLabels:    labelNames,
 			MaxListeners:    cfg.listenersMax,
-			MaxDestinations: cfg.detect.destinationsMax,
+			MaxDestinations: cfg.destsMax,
 			MaxTargets:      cfg.netnsMax,
 			Errors:          a.scrapeErrs,
 			MaxPeers:        cfg.detect.peersMax,
@@ -120,7 +122,7 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	al, err := newAlerting(cfg, logger, a.targets, labelNames, a.scrapeErrs)
+	al, err := newAlerting(cfg, logger, a.targets, findings, labelNames, a.scrapeErrs)
 	if err != nil {
 		return nil, err
 	}
@@ -199,8 +201,8 @@ func (a *agent) ready(now time.Time) (bool, string) {
 	if !v.Ready {
 		return false, "no full sample yet"
 	}
-	// Staleness is the dumps': the cheap path runs every second on a lane
-	// of its own and would hide a stuck dump lane.
+	// Staleness is the dumps': the cheap path runs every --sample.interval
+	// on a lane of its own and would hide a stuck dump lane.
 	var latest time.Time
 	for _, k := range []collector.Kind{collector.Full, collector.Rare} {
 		if t := v.Stats[k].LastTime; t.After(latest) {

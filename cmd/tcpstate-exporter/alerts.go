@@ -96,9 +96,13 @@ func validLabelName(s string) bool {
 	return true
 }
 
-// findingsFor returns the detectors' findings over a target's latest
-// samples. It is where the detectors plug in; nil means there are none.
-var findingsFor func(collector.Target) []detect.Finding
+// findingsFunc returns the findings over a target's latest samples.
+type findingsFunc func(collector.Target) []detect.Finding
+
+// samplerFindings returns the findings of the detectors that run inside
+// the target's Sampler after every sample. The agent and the snapshot are
+// wired with it; tests pass their own findingsFunc.
+func samplerFindings(t collector.Target) []detect.Finding { return t.Sampler.Findings() }
 
 // alerting ties the alert engine, the Alertmanager notifier and the source
 // of findings together.
@@ -112,10 +116,11 @@ type alerting struct {
 }
 
 // newAlerting builds the alerting side from validated flags. targets
-// returns the sampled targets at each evaluation; labelNames are the names
-// of their Labels (ExporterOptions.TargetLabels), empty in host mode;
-// scrapeErrs counts the tcpstate_alert series a scrape could not build.
-func newAlerting(cfg *config, logger *slog.Logger, targets func() []collector.Target, labelNames []string, scrapeErrs *collector.ScrapeErrors) (*alerting, error) {
+// returns the sampled targets at each evaluation and findings their
+// findings; labelNames are the names of their Labels
+// (ExporterOptions.TargetLabels), empty in host mode; scrapeErrs counts the
+// tcpstate_alert series a scrape could not build.
+func newAlerting(cfg *config, logger *slog.Logger, targets func() []collector.Target, findings findingsFunc, labelNames []string, scrapeErrs *collector.ScrapeErrors) (*alerting, error) {
 	al := &alerting{interval: cfg.interval, logger: logger}
 	gen := generatorURL(cfg)
 	if len(cfg.alerts.amURLs) > 0 {
@@ -148,17 +153,14 @@ func newAlerting(cfg *config, logger *slog.Logger, targets func() []collector.Ta
 	}
 	al.engine = alerts.NewEngine(opts)
 	al.source = func() []alerts.TargetFindings {
-		if findingsFor == nil {
-			return nil
-		}
-		return targetFindings(targets(), labelNames, findingsFor)
+		return targetFindings(targets(), labelNames, findings)
 	}
 	return al, nil
 }
 
 // targetFindings evaluates every target with findings and labels the
 // results with the target's labels.
-func targetFindings(ts []collector.Target, labelNames []string, findings func(collector.Target) []detect.Finding) []alerts.TargetFindings {
+func targetFindings(ts []collector.Target, labelNames []string, findings findingsFunc) []alerts.TargetFindings {
 	out := make([]alerts.TargetFindings, 0, len(ts))
 	for _, t := range ts {
 		labels := make(map[string]string, len(labelNames))
@@ -168,7 +170,7 @@ func targetFindings(ts []collector.Target, labelNames []string, findings func(co
 			}
 		}
 		out = append(out, alerts.TargetFindings{
-			Target:   alerts.Target{Key: strings.Join(t.Labels, "\x00"), Labels: labels},
+			Target:   alerts.Target{Key: t.Key(), Labels: labels},
 			Findings: findings(t),
 		})
 	}

@@ -67,20 +67,21 @@ func TestExternalLabels(t *testing.T) {
 	}
 }
 
-// withFindings plugs a findings function in for the test.
-func withFindings(t *testing.T, f func(collector.Target) []detect.Finding) {
-	old := findingsFor
-	findingsFor = f
-	t.Cleanup(func() { findingsFor = old })
+// testAgent builds the agent as the serve command does, with the
+// detectors' findings.
+func testAgent(t *testing.T, args ...string) *agent {
+	t.Helper()
+	return testAgentWith(t, samplerFindings, args...)
 }
 
-func testAgent(t *testing.T, args ...string) *agent {
+// testAgentWith builds the agent with the test's own findings.
+func testAgentWith(t *testing.T, findings findingsFunc, args ...string) *agent {
 	t.Helper()
 	cfg, cmd, err := parseFlags(args, io.Discard, io.Discard)
 	if err != nil || cmd != "serve" {
 		t.Fatalf("parseFlags(%v): %q, %v", args, cmd, err)
 	}
-	a, err := newAgent(cfg, slog.New(slog.DiscardHandler))
+	a, err := newAgent(cfg, slog.New(slog.DiscardHandler), findings)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +101,7 @@ func httpGet(t *testing.T, h http.Handler, path string) string {
 func TestAlertsEndpointAndMetric(t *testing.T) {
 	var mu sync.Mutex
 	var current []detect.Finding
-	withFindings(t, func(tg collector.Target) []detect.Finding {
+	a := testAgentWith(t, func(tg collector.Target) []detect.Finding {
 		if tg.Sampler == nil {
 			t.Error("findings asked for a target without a sampler")
 		}
@@ -108,7 +109,6 @@ func TestAlertsEndpointAndMetric(t *testing.T) {
 		defer mu.Unlock()
 		return current
 	})
-	a := testAgent(t)
 	h := a.handler()
 	if body := httpGet(t, h, "/alerts"); body != `{"status":"success","data":{"alerts":[]}}` {
 		t.Errorf("/alerts with no findings: %s", body)
@@ -173,10 +173,9 @@ func TestAlertingPushesToAlertmanager(t *testing.T) {
 		got <- ps
 	}))
 	defer srv.Close()
-	withFindings(t, func(collector.Target) []detect.Finding {
+	a := testAgentWith(t, func(collector.Target) []detect.Finding {
 		return []detect.Finding{{Alert: "TCPSynRecvSurge", Severity: detect.Critical, Labels: map[string]string{"port": "443"}, Value: 1}}
-	})
-	a := testAgent(t, "--alertmanager.url="+srv.URL, "--alerts.external-label=instance=tsal-node", "--alerts.external-label=cluster=test",
+	}, "--alertmanager.url="+srv.URL, "--alerts.external-label=instance=tsal-node", "--alerts.external-label=cluster=test",
 		"--sample.interval=20ms", "--web.listen-address=:19874")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

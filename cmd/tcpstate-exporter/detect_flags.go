@@ -7,15 +7,13 @@ import (
 
 	"github.com/alecthomas/kingpin/v2"
 
-	"github.com/tcpstate/tcpstate-exporter/collector"
 	"github.com/tcpstate/tcpstate-exporter/collector/detect"
 )
 
-// detectFlags holds the detectors' thresholds and the limits of the data
-// they work on.
+// detectFlags holds the detectors' thresholds and the limits of the
+// connection-health series.
 type detectFlags struct {
-	cfg             detect.Config
-	destinationsMax int
+	cfg detect.Config
 	// peersMax and clientsMax bound the connection-health series.
 	peersMax, clientsMax int
 }
@@ -28,8 +26,6 @@ func addDetectFlags(app *kingpin.Application, f *detectFlags) {
 	dur := func(v time.Duration) string { return v.String() }
 	flt := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 	u64 := func(v uint64) string { return strconv.FormatUint(v, 10) }
-	app.Flag("collector.destinations.max", "Destinations (local address, remote address and port of outbound sockets) reported per namespace, most used first; the rest fold into addresses \"other\".").
-		Default("50").IntVar(&f.destinationsMax)
 	app.Flag("closewait.min-age", "CLOSE_WAIT sockets older than this count toward TCPCloseWaitLeak; their owning process is looked up.").
 		Default(dur(d.CloseWaitMinAge)).DurationVar(&f.cfg.CloseWaitMinAge)
 	app.Flag("closewait.threshold", "CLOSE_WAIT sockets older than --closewait.min-age on one local port and command that fire TCPCloseWaitLeak.").
@@ -87,8 +83,6 @@ func (f *detectFlags) validate() error {
 		ratio("detect.orphans.ratio", c.OrphanRatio),
 	}
 	switch {
-	case f.destinationsMax < 1:
-		checks = append(checks, fmt.Errorf("--collector.destinations.max=%d: must be at least 1", f.destinationsMax))
 	case c.CloseWaitMinAge < 0:
 		checks = append(checks, fmt.Errorf("--closewait.min-age=%v: must not be negative", c.CloseWaitMinAge))
 	case c.CloseWaitThreshold < 1:
@@ -126,10 +120,4 @@ func (f *detectFlags) validate() error {
 		return fmt.Errorf("detector flags: %w", err)
 	}
 	return nil
-}
-
-// The detectors run inside each target's Sampler after every sample; the
-// alerting side and the snapshot read their latest findings.
-func init() {
-	findingsFor = func(t collector.Target) []detect.Finding { return t.Sampler.Findings() }
 }

@@ -17,22 +17,19 @@ func TestDetectFlagDefaults(t *testing.T) {
 	if cfg.detect.cfg != detect.DefaultConfig() {
 		t.Errorf("flag defaults differ from detect.DefaultConfig():\n got %+v\nwant %+v", cfg.detect.cfg, detect.DefaultConfig())
 	}
-	if cfg.detect.destinationsMax != 50 {
-		t.Errorf("--collector.destinations.max default %d, want 50", cfg.detect.destinationsMax)
-	}
 }
 
 func TestDetectFlagValues(t *testing.T) {
 	cfg, _, err := parseFlags([]string{
 		"--closewait.min-age=2m", "--closewait.threshold=3", "--detect.ports.ratio=0.97",
-		"--detect.synrecv.cookie-rate=50", "--collector.destinations.max=7", "--detect.orphans.ratio=0.9",
+		"--detect.synrecv.cookie-rate=50", "--detect.orphans.ratio=0.9",
 	}, io.Discard, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := cfg.detect.cfg
-	if c.CloseWaitMinAge != 2*time.Minute || c.CloseWaitThreshold != 3 || c.PortsRatio != 0.97 || c.CookieRate != 50 || cfg.detect.destinationsMax != 7 {
-		t.Errorf("flags not applied: %+v, destinations %d", c, cfg.detect.destinationsMax)
+	if c.CloseWaitMinAge != 2*time.Minute || c.CloseWaitThreshold != 3 || c.PortsRatio != 0.97 || c.CookieRate != 50 {
+		t.Errorf("flags not applied: %+v", c)
 	}
 	if cfg.detect.peersMax != 20 || cfg.detect.clientsMax != 3 {
 		t.Errorf("--collector.peers.max %d, --collector.clients.max %d, want defaults 20 and 3", cfg.detect.peersMax, cfg.detect.clientsMax)
@@ -48,7 +45,6 @@ func TestDetectFlagErrors(t *testing.T) {
 		{"--detect.accept-queue.ratio=0"},
 		{"--closewait.threshold=0"},
 		{"--closewait.min-age=-1s"},
-		{"--collector.destinations.max=0"},
 		{"--closewait.growth-window=20m"},
 		{"--detect.resets.factor=0.5"},
 		{"--collector.peers.max=0"},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"strings"
 	"testing"
 )
@@ -19,6 +20,7 @@ func TestBadFlagsExitTwo(t *testing.T) {
 		{[]string{"--sample.window=10ms", "--sample.interval=1s"}, "--sample.window"},
 		{[]string{"--netns=sideways"}, "--netns"},
 		{[]string{"--collector.listeners.max=0"}, "--collector.listeners.max"},
+		{[]string{"--collector.destinations.max=0"}, "--collector.destinations.max"},
 		{[]string{"--web.telemetry-path=metrics"}, "--web.telemetry-path"},
 		{[]string{"--diag.method=fast"}, "--diag.method"},
 		{[]string{"--no-such-flag"}, "no-such-flag"},
@@ -47,5 +49,25 @@ func TestBadFlagsExitTwo(t *testing.T) {
 		if strings.Count(msg, "\n") != 1 || !strings.Contains(msg, tc.want) {
 			t.Errorf("%v: stderr %q: want one line naming %s", tc.args, msg, tc.want)
 		}
+	}
+}
+
+// TestCollectorLimitFlags checks the defaults and the effect of the
+// collector's series limits.
+func TestCollectorLimitFlags(t *testing.T) {
+	cfg, _, err := parseFlags(nil, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.listenersMax != 1000 || cfg.destsMax != 50 || cfg.netnsMax != 500 {
+		t.Errorf("defaults: --collector.listeners.max %d, --collector.destinations.max %d, --collector.namespaces.max %d; want 1000, 50, 500",
+			cfg.listenersMax, cfg.destsMax, cfg.netnsMax)
+	}
+	cfg, _, err = parseFlags([]string{"--collector.listeners.max=9", "--collector.destinations.max=7", "--collector.namespaces.max=5"}, io.Discard, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.listenersMax != 9 || cfg.destsMax != 7 || cfg.netnsMax != 5 {
+		t.Errorf("flags not applied: listeners %d, destinations %d, namespaces %d", cfg.listenersMax, cfg.destsMax, cfg.netnsMax)
 	}
 }

@@ -14,10 +14,10 @@ import (
 // a body of 6555 bytes against 7440 (BenchmarkGzipLevel). h must not
 // compress.
 //
-// A gzip writer holds 1.2 MB (BenchmarkGzipWriter), so at most writers of them
-// exist: a response
-// that finds none free (more concurrent scrapes than that) is sent
-// uncompressed, which costs bytes on the wire but no memory or CPU.
+// A gzip writer holds 1.2 MB (BenchmarkGzipWriter), so there are at most
+// writers of them: a response that finds none free (more concurrent scrapes
+// than that) is sent uncompressed, which costs bytes on the wire but no
+// memory or CPU.
 func withGzip(h http.Handler, writers int) http.Handler {
 	free := make(chan *gzip.Writer, writers)
 	for range writers {

@@ -28,10 +28,9 @@ import (
 	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 )
 
-// The HTTP hardening tests repeat the probe of issue 10 against the real
-// binary in a namespace of its own: idle keep-alive clients, a descriptor
-// limit, slow bodies, odd methods, bad TLS handshakes, SIGHUP, a flood of
-// wrong passwords.
+// The HTTP hardening tests probe the real binary in a namespace of its
+// own: idle keep-alive clients, a descriptor limit, slow bodies, odd
+// methods, bad TLS handshakes, SIGHUP, a flood of wrong passwords.
 
 // openFDs counts the open file descriptors of a process.
 func openFDs(t *testing.T, pid int) int {

@@ -21,8 +21,8 @@ import (
 	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 )
 
-// Load test parameters, from the hardening issue: 200 scrapers for 60
-// seconds against an exporter sampling 100k sockets.
+// Load test parameters: 200 scrapers for 60 seconds against an exporter
+// sampling 100k sockets.
 const (
 	loadScrapers     = 200
 	loadDuration     = 60 * time.Second

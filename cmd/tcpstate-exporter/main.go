@@ -39,6 +39,7 @@ type config struct {
 	kubeconfig    string
 	procRoot      string
 	listenersMax  int
+	destsMax      int
 	netnsMax      int
 	maxRequests   int
 	method        string
@@ -75,6 +76,7 @@ func parseFlags(args []string, stdout, stderr io.Writer) (*config, string, error
 	app.Flag("kubeconfig", "With --netns=all: kubeconfig for the pod watch outside a cluster; empty uses the in-cluster service account (pods of $NODE_NAME).").Default("").StringVar(&cfg.kubeconfig)
 	app.Flag("path.procfs", "Where the node's procfs is mounted: kernel counters, sysctls, CLOSE_WAIT owners, and with --netns=all namespaces and pods are read there (the process_* metrics describe the exporter itself and read its own /proc).").Default("/proc").StringVar(&cfg.procRoot)
 	app.Flag("collector.listeners.max", "Listening addresses reported per namespace; the rest fold into address=\"other\".").Default("1000").IntVar(&cfg.listenersMax)
+	app.Flag("collector.destinations.max", "Destinations (local address, remote address and port of outbound sockets) reported per namespace, most used first; the rest fold into addresses \"other\".").Default("50").IntVar(&cfg.destsMax)
 	app.Flag("collector.namespaces.max", "With --netns=all: namespaces reported one by one (the agent's own and the largest by sockets); the rest fold into netns=\"other\".").Default("500").IntVar(&cfg.netnsMax)
 	app.Flag("diag.method", "sock_diag request: auto (one legacy walk for both families), legacy, or v2 (one request per family).").Default("auto").EnumVar(&cfg.method, "auto", "legacy", "v2")
 	app.Flag("web.max-requests", "Maximum number of concurrent /metrics requests; 0 means no limit (a scrape only reads the latest sample).").Default("0").IntVar(&cfg.maxRequests)
@@ -149,6 +151,8 @@ func (c *config) validate() error {
 	switch {
 	case c.listenersMax < 1:
 		return fmt.Errorf("--collector.listeners.max=%d: must be at least 1", c.listenersMax)
+	case c.destsMax < 1:
+		return fmt.Errorf("--collector.destinations.max=%d: must be at least 1", c.destsMax)
 	case c.netnsMax < 1:
 		return fmt.Errorf("--collector.namespaces.max=%d: must be at least 1", c.netnsMax)
 	case len(c.telemetryPath) == 0 || c.telemetryPath[0] != '/':
@@ -233,7 +237,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	a, err := newAgent(cfg, logger)
+	a, err := newAgent(cfg, logger, samplerFindings)
 	if err != nil {
 		logger.Error("setting up", "err", err)
 		return 1

@@ -18,7 +18,7 @@ import (
 
 // Every path-like flag is honoured or refused. --path.procfs: the values a
 // scrape reports come from the tree it names, and an empty tree gives
-// counted read errors (issue 10: the sampler read /proc whatever the flag
+// counted read errors (the sampler once read /proc whatever the flag
 // said). --kubeconfig: read even without a node name, and refused where
 // nothing would use it. --web.config.file: TestAccessTLSBasicAuth and
 // TestAccessBadWebConfig show it is used by serve; it is refused by

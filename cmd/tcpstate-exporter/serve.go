@@ -54,8 +54,7 @@ func (c *webLimits) validate() error {
 }
 
 const (
-	// maxHeaderWait bounds the wait for a request's headers (and was the
-	// only timeout before the others).
+	// maxHeaderWait bounds the wait for a request's headers.
 	maxHeaderWait = 10 * time.Second
 	// shutdownGrace bounds how long a SIGTERM waits for requests in flight.
 	shutdownGrace = 2 * time.Second

@@ -53,7 +53,7 @@ func runSnapshot(cfg *config, stdout, stderr io.Writer) int {
 		Method:   cfg.diagMethod(),
 		Wait:     cfg.snapshot.wait,
 		Detect:   cfg.detect.cfg,
-		Findings: findingsFor,
+		Findings: samplerFindings,
 		HalfOpen: cfg.halfOpen.interval > 0,
 	}
 	opts.ProcRoot = cfg.procRoot
@@ -181,12 +181,12 @@ type snapshotOptions struct {
 	Method diag.Method
 	// Wait separates the full dump from the rare one; 0 skips the second.
 	Wait time.Duration
-	// Detect holds the detector thresholds (the --detect.* and
-	// --closewait.* flags); the zero value means the defaults.
+	// Detect holds the detector thresholds (the --detect.*, --closewait.*
+	// and --halfopen.* thresholds); the zero value means the defaults.
 	Detect detect.Config
-	// Findings runs the detectors over the samples; nil when they are not
-	// available.
-	Findings func(collector.Target) []detect.Finding
+	// Findings returns the findings over a sampled target
+	// (samplerFindings outside tests); it must not be nil.
+	Findings findingsFunc
 	// HalfOpen runs one half-open sweep after the full dump.
 	HalfOpen bool
 }
@@ -205,9 +205,8 @@ type snapshot struct {
 	// retransmission count from which its peers count as stalled.
 	Full       *collector.Sample
 	RetransMin uint64
-	// Findings are nil with FindingsOK false when no detector is wired.
-	Findings   []detect.Finding
-	FindingsOK bool
+	// Findings are the active findings over the latest sample.
+	Findings []detect.Finding
 	// Ehash describes the established hash (EhashKnown false before Linux
 	// 6.1 or when it could not be read).
 	Ehash      procnet.Ehash
@@ -220,8 +219,9 @@ type snapshot struct {
 }
 
 // takeSnapshots samples every target once fully, then (after opts.Wait,
-// waited once for all) once more for the rare states, and runs the
-// detectors over the result. errs[i] is set where target i failed.
+// waited once for all) once more for the rare states, and takes the
+// findings of the detectors, which ran after each sample. errs[i] is set
+// where target i failed.
 func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshotTarget) (snaps []*snapshot, errs []error) {
 	interval := max(opts.Wait, 10*time.Millisecond)
 	snaps, errs = make([]*snapshot, len(targets)), make([]error, len(targets))
@@ -250,7 +250,7 @@ func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshot
 		}
 		snaps[i] = &snapshot{Namespace: t.Namespace, Dumps: 1, Sockets: full.Dump.Sockets}
 		if opts.HalfOpen {
-			snaps[i].sweep(s, opts.Detect)
+			snaps[i].sweep(s)
 		}
 	}
 	if opts.Wait > 0 {
@@ -286,11 +286,8 @@ func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshot
 		snap := snaps[i]
 		snap.Time, snap.Counts, snap.Listener = now, v.Counts, v.Listeners
 		snap.Ehash, snap.EhashKnown = v.Ehash, v.EhashKnown
-		snap.Full, snap.RetransMin = v.Full, cmp.Or(opts.Detect, detect.DefaultConfig()).PeerRetransMin
-		if opts.Findings != nil {
-			snap.Findings = opts.Findings(collector.Target{Sampler: s})
-			snap.FindingsOK = true
-		}
+		snap.Full, snap.RetransMin = v.Full, s.DetectConfig().PeerRetransMin
+		snap.Findings = opts.Findings(collector.Target{Sampler: s})
 	}
 	return snaps, errs
 }
@@ -298,34 +295,18 @@ func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshot
 // maxRiskListeners is how many listeners at risk the snapshot prints.
 const maxRiskListeners = 20
 
-// atRisk reports whether a listener's accept queue is at least half full or
-// it has half-open connections.
-func atRisk(l detect.Listener) bool {
-	return l.SynRecv > 0 || (l.QueueLen > 0 && 2*l.QueueLen >= l.QueueLimit)
-}
-
-// fill is the accept queue's length relative to its limit.
-func fill(l detect.Listener) float64 {
-	if l.QueueLimit == 0 {
-		if l.QueueLen > 0 {
-			return 1
-		}
-		return 0
-	}
-	return float64(l.QueueLen) / float64(l.QueueLimit)
-}
-
-// risky returns the listeners at risk, fullest queue first, then most
-// SYN_RECV, then by address.
+// risky returns the listeners at risk (detect.Listener.AtRisk), fullest
+// accept queue first (detect.Listener.AcceptQueueFill), then most
+// SYN_RECV, then in the order given (by address).
 func risky(ls []detect.Listener) []detect.Listener {
 	var out []detect.Listener
-	for _, l := range ls {
-		if atRisk(l) {
-			out = append(out, l)
+	for i := range ls {
+		if ls[i].AtRisk() {
+			out = append(out, ls[i])
 		}
 	}
 	slices.SortStableFunc(out, func(x, y detect.Listener) int {
-		if c := cmp.Compare(fill(y), fill(x)); c != 0 {
+		if c := cmp.Compare(y.AcceptQueueFill(), x.AcceptQueueFill()); c != 0 {
 			return c
 		}
 		return cmp.Compare(y.SynRecv, x.SynRecv)
@@ -399,10 +380,6 @@ func (s *snapshot) write(w io.Writer) error {
 		return err
 	}
 
-	if !s.FindingsOK {
-		fmt.Fprintln(w, "\nFindings: no detectors in this build")
-		return nil
-	}
 	fs := slices.Clone(s.Findings)
 	slices.SortStableFunc(fs, func(x, y detect.Finding) int {
 		if c := cmp.Compare(x.Severity.Rank(), y.Severity.Rank()); c != 0 {

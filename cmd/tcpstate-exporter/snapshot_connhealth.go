@@ -1,15 +1,13 @@
 package main
 
 import (
-	"cmp"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
 	"text/tabwriter"
 	"time"
 
-	"github.com/tcpstate/tcpstate-exporter/collector/detect"
+	"github.com/tcpstate/tcpstate-exporter/collector"
 )
 
 // Bounds on the connection-health sections of a snapshot.
@@ -67,8 +65,7 @@ func (s *snapshot) writeConnHealth(w io.Writer) error {
 		}
 	}
 
-	ls := slices.Clone(full.Clients)
-	slices.SortStableFunc(ls, func(x, y detect.ListenerClients) int { return cmp.Compare(y.Connections, x.Connections) })
+	ls := collector.BusiestListeners(full.Clients)
 	fmt.Fprintf(w, "\nBusiest clients (live connections, ESTABLISHED and SYN_RECV, of the %d busiest listeners): %d listeners with connections\n", snapshotClientListeners, len(ls))
 	if len(ls) > 0 {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -18,7 +18,7 @@ func TestSnapshotConnHealthSections(t *testing.T) {
 	now := time.Date(2026, 11, 30, 4, 0, 0, 0, time.UTC)
 	lk := detect.ListenerKey{Family: diag.AFInet, Addr: netip.MustParseAddr("0.0.0.0"), Port: 8080}
 	snap := &snapshot{
-		Time: now, Dumps: 1, RetransMin: 4, FindingsOK: true,
+		Time: now, Dumps: 1, RetransMin: 4,
 		Listener: []detect.Listener{{ListenerKey: lk, Sockets: 1, QueueLimit: 128, SynRecv: 3, SynRecvRetransmitted: 2}},
 		Full: &collector.Sample{
 			Time: now,

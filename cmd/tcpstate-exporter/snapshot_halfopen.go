@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/tcpstate/tcpstate-exporter/collector"
-	"github.com/tcpstate/tcpstate-exporter/collector/detect"
 )
 
 // maxHalfOpenRows is how many half-open groups the snapshot prints.
@@ -20,11 +19,8 @@ const maxHalfOpenRows = 20
 const snapshotLookupTimeout = 3 * time.Second
 
 // sweep runs the half-open sweep of the snapshot's sampler.
-func (s *snapshot) sweep(smp *collector.Sampler, cfg detect.Config) {
-	if cfg == (detect.Config{}) {
-		cfg = detect.DefaultConfig()
-	}
-	s.HalfOpenMinIdle = cfg.HalfOpenMinIdle
+func (s *snapshot) sweep(smp *collector.Sampler) {
+	s.HalfOpenMinIdle = smp.DetectConfig().HalfOpenMinIdle
 	s.HalfOpen, s.HalfOpenErr = smp.Sweep()
 }
 

@@ -36,7 +36,7 @@ func TestSnapshotHalfOpen(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 
 	var stdout, stderr bytes.Buffer
-	code := snapshotMain(ctx, snapshotOptions{Dial: dialInto(t, ns), Wait: 200 * time.Millisecond, Detect: cfg, Findings: findingsFor, HalfOpen: true}, &stdout, &stderr)
+	code := snapshotMain(ctx, snapshotOptions{Dial: dialInto(t, ns), Wait: 200 * time.Millisecond, Detect: cfg, Findings: samplerFindings, HalfOpen: true}, &stdout, &stderr)
 	out := stdout.String()
 	t.Logf("snapshot output:\n%s", out)
 	if code != 0 || stderr.Len() != 0 {

@@ -228,7 +228,7 @@ func TestSnapshotAllNamespaces(t *testing.T) {
 	}
 
 	var stdout, stderr bytes.Buffer
-	code := snapshotMain(ctx, snapshotOptions{AllNamespaces: true, ProcRoot: "/proc", Wait: 100 * time.Millisecond}, &stdout, &stderr)
+	code := snapshotMain(ctx, snapshotOptions{AllNamespaces: true, ProcRoot: "/proc", Wait: 100 * time.Millisecond, Findings: samplerFindings}, &stdout, &stderr)
 	out := stdout.String()
 	if code != 0 {
 		t.Fatalf("exit %d, stderr:\n%s", code, stderr.String())

@@ -37,10 +37,10 @@ var errBadState = errors.New("state must be pending or firing")
 // formatValue formats an alert value as Prometheus's API does.
 func formatValue(v float64) string { return strconv.FormatFloat(v, 'e', -1, 64) }
 
-// AlertsResponse returns the JSON body of GET /alerts for the given alerts:
+// ResponseBody returns the JSON body of GET /alerts for the given alerts:
 // {"status":"success","data":{"alerts":[...]}}. state, when not empty,
 // keeps only alerts in that state ("pending" or "firing").
-func AlertsResponse(alerts []Alert, state string) ([]byte, error) {
+func ResponseBody(alerts []Alert, state string) ([]byte, error) {
 	switch state {
 	case "", "pending", "firing":
 	default:
@@ -79,7 +79,7 @@ func Handler(e *Engine) http.Handler {
 			writeJSON(w, http.StatusMethodNotAllowed, apiResponse{Status: "error", ErrorType: "bad_data", Error: "method not allowed; use GET or HEAD"})
 			return
 		}
-		body, err := AlertsResponse(e.Alerts(), r.URL.Query().Get("state"))
+		body, err := ResponseBody(e.Alerts(), r.URL.Query().Get("state"))
 		if err != nil {
 			writeJSON(w, http.StatusBadRequest, apiResponse{Status: "error", ErrorType: "bad_data", Error: err.Error()})
 			return

@@ -55,8 +55,9 @@ const (
 
 // Target says where a set of findings comes from.
 type Target struct {
-	// Key identifies the target across evaluations (for example the
-	// namespace inode); "" for the single target of host mode.
+	// Key identifies the target across evaluations (the agent passes
+	// collector.Target.Key, its label values); "" for the single target of
+	// host mode.
 	Key string
 	// Labels are added to the labels of every alert of the target (for
 	// example netns, namespace and pod). Empty values are dropped.

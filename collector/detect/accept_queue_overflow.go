@@ -30,7 +30,7 @@ func AcceptQueueOverflow(cfg *Config, h *History) []Finding {
 			continue
 		}
 		limit := max(l.QueueLimit, 1)
-		fill := float64(l.QueueLen) / float64(limit)
+		fill := l.AcceptQueueFill()
 		if fill < cfg.AcceptQueueRatio && !(losing && fill >= 0.5) {
 			continue
 		}

@@ -146,7 +146,7 @@ func TestExternalLabelSourcesNeverBlankTheScrape(t *testing.T) {
 		for i, n := range TargetLabels {
 			labels[n] = tg.Labels[i]
 		}
-		tf = append(tf, alerts.TargetFindings{Target: alerts.Target{Key: tg.Labels[0], Labels: labels}, Findings: tg.Sampler.Findings()})
+		tf = append(tf, alerts.TargetFindings{Target: alerts.Target{Key: tg.Key(), Labels: labels}, Findings: tg.Sampler.Findings()})
 	}
 	engine.Evaluate(time.Now(), tf)
 
