@@ -111,3 +111,65 @@ func dumpAllocs(socks []diag.Socket) (float64, *aggregator) {
 		}
 	}), a
 }
+
+// BenchmarkAggregateParts splits the aggregator's per-socket cost over the
+// same 1M synthetic sockets by part: states (counts, listeners, CLOSE_WAIT:
+// what a rare dump does), states with destinations (connection health
+// off), the whole full dump, and the connection-health calls alone: the
+// timers and self-connect checks of every connected socket (see with
+// inbound false), and the client accounting of the inbound ones
+// (addClient).
+func BenchmarkAggregateParts(b *testing.B) {
+	socks := benchSockets(500000)
+	pr := procnet.PortRange{Low: 32768, High: 60999}
+	dump := func(b *testing.B, withDest, health bool) {
+		a := newAggregator(100000)
+		run := func() {
+			a.reset(&Sample{Time: time.Now()}, withDest, pr, true)
+			a.health.on = health
+			for i := range socks {
+				a.add(&socks[i])
+			}
+			a.finish()
+		}
+		run() // warm the listening-port set and the tables
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			run()
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(socks)), "ns/socket")
+	}
+	b.Run("states", func(b *testing.B) { dump(b, false, false) })
+	b.Run("destinations", func(b *testing.B) { dump(b, true, false) })
+	b.Run("full", func(b *testing.B) { dump(b, true, true) })
+	health := func(b *testing.B, clients bool) {
+		a := newAggregator(100000)
+		a.reset(&Sample{Time: time.Now()}, true, pr, true)
+		for i := range socks {
+			a.add(&socks[i]) // the listening ports, and the tables grown
+		}
+		a.finish()
+		run := func() {
+			a.health.reset(true, time.Now())
+			for i := range socks {
+				s := &socks[i]
+				switch {
+				case s.State != diag.Established:
+				case !clients:
+					a.health.see(s, false)
+				case a.ports.has(s.SrcPort):
+					a.health.addClient(s)
+				}
+			}
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		for b.Loop() {
+			run()
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(socks)), "ns/socket")
+	}
+	b.Run("health-timers-self", func(b *testing.B) { health(b, false) })
+	b.Run("health-clients", func(b *testing.B) { health(b, true) })
+}
