@@ -163,9 +163,10 @@ type Sample struct {
 	// sockets first, at most StoredPeers, then the "other" groups (invalid
 	// Remote) of what PeersFolded counts. Clients are the listeners' live
 	// connections by client, sorted by listener; ClientsUntracked counts
-	// the connections beyond the client table's bound (in Connections, in
-	// no client). SelfConnects lists self-connected sockets, at most
-	// StoredSelfConnects; SelfConnected counts them all.
+	// the connections beyond the client table's bound, each once (in its
+	// listener's Connections, in no client; beyond the bound of local
+	// addresses too, in no listener's). SelfConnects lists self-connected
+	// sockets, at most StoredSelfConnects; SelfConnected counts them all.
 	Peers            []detect.PeerGroup
 	PeersFolded      int
 	Clients          []detect.ListenerClients
@@ -221,15 +222,6 @@ type synPfxKey struct {
 	pfx [16]byte
 }
 
-// destKey has no padding (fam is widened to 16 bits), so that the map
-// hashes and compares it as one block of memory.
-type destKey struct {
-	fam    uint16
-	rport  uint16
-	local  [16]byte
-	remote [16]byte
-}
-
 type destAgg struct {
 	used, tw uint64
 }
@@ -257,10 +249,10 @@ type aggregator struct {
 	// ports holds the listening ports of this dump and the previous one,
 	// prevPorts those of the previous one.
 	ports, prevPorts portSet
-	destIdx          map[destKey]int32
-	dests            []destAgg
-	destKeys         []destKey
-	destOther        [2]destAgg
+	// destTab indexes dests by (family, remote port, local, remote).
+	destTab   pairTable
+	dests     []destAgg
+	destOther [2]destAgg
 
 	cw *closeWaitTracker
 
@@ -273,7 +265,7 @@ func newAggregator(maxTracked int) *aggregator {
 		synIdx:      map[ListenerKey]int32{},
 		synSrc:      map[synSrcKey]struct{}{},
 		synPfx:      map[synPfxKey]uint64{},
-		destIdx:     map[destKey]int32{},
+		destTab:     newPairTable(),
 		cw:          newCloseWaitTracker(maxTracked),
 		health:      newHealthAgg(),
 	}
@@ -295,9 +287,8 @@ func (a *aggregator) reset(s *Sample, withDest bool, pr procnet.PortRange, ok bo
 		a.ephLo, a.ephHi = pr.Low, pr.High
 	}
 	a.ports = a.prevPorts
-	clear(a.destIdx)
+	a.destTab.reset()
 	a.dests = a.dests[:0]
-	a.destKeys = a.destKeys[:0]
 	a.destOther = [2]destAgg{}
 	a.cw.begin(s.Time)
 	a.health.reset(withDest, s.Time)
@@ -353,19 +344,17 @@ func (a *aggregator) outbound(port uint16) bool {
 }
 
 func (a *aggregator) addDest(s *diag.Socket) {
-	k := destKey{fam: uint16(s.Family), rport: s.DstPort, local: s.Src.Unmap().As16(), remote: s.Dst.Unmap().As16()}
-	i, ok := a.destIdx[k]
+	// As16 gives an IPv4 address in its IPv4-mapped form, as Unmap().As16().
+	k := addrPair{fam: uint16(s.Family), port: s.DstPort, local: s.Src.As16(), remote: s.Dst.As16()}
 	var d *destAgg
-	switch {
-	case ok:
-		d = &a.dests[i]
-	case len(a.dests) < maxDestinations:
-		a.destIdx[k] = int32(len(a.dests))
-		a.dests = append(a.dests, destAgg{})
-		a.destKeys = append(a.destKeys, k)
-		d = &a.dests[len(a.dests)-1]
-	default:
+	switch i := a.destTab.index(&k, maxDestinations); {
+	case i < 0:
 		d = &a.destOther[familyIndex(s.Family)]
+	case int(i) == len(a.dests):
+		a.dests = append(a.dests, destAgg{})
+		d = &a.dests[i]
+	default:
+		d = &a.dests[i]
 	}
 	d.used++
 	if s.State == diag.TimeWait {
@@ -459,7 +448,7 @@ func (a *aggregator) finish() {
 	for i := range ls {
 		a.prevPorts.add(ls[i].Port)
 	}
-	a.health.finish(a.sample, a.lst, a.matchListener)
+	a.health.finish(a.sample, a.matchListener)
 	slices.SortFunc(ls, func(x, y Listener) int { return x.ListenerKey.Compare(y.ListenerKey) })
 	a.sample.Listeners = ls
 	if a.dest {
@@ -491,13 +480,14 @@ func topPrefixes(ps []detect.PrefixCount) []detect.PrefixCount {
 
 func (a *aggregator) finishDestinations() {
 	ds := make([]detect.Destination, len(a.dests))
-	for i, k := range a.destKeys {
+	for i := range a.destTab.keys {
+		k := &a.destTab.keys[i]
 		ds[i] = detect.Destination{
 			DestinationKey: detect.DestinationKey{
 				Family:     diag.Family(k.fam),
 				Local:      netip.AddrFrom16(k.local).Unmap(),
 				Remote:     netip.AddrFrom16(k.remote).Unmap(),
-				RemotePort: k.rport,
+				RemotePort: k.port,
 			},
 			Used:     a.dests[i].used,
 			TimeWait: a.dests[i].tw,
