@@ -88,6 +88,14 @@ func (g *peerAgg) add(s *diag.Socket) {
 	}
 }
 
+// clientKey has no padding (fam is widened to 16 bits), so that the map
+// hashes and compares it as one block of memory.
+type clientKey struct {
+	fam           uint16
+	port          uint16
+	local, remote [16]byte
+}
+
 // untrackedFam marks, in the client table, the key of a local address
 // and port that counts the connections of clients beyond maxClientKeys
 // (remote zero).
@@ -107,12 +115,13 @@ type healthAgg struct {
 	// consecutive full dumps that saw it; next is filled by this dump.
 	since, next map[peerKey]time.Time
 
-	// clients indexes clientCounts by (family, local port, local,
-	// remote): one table lookup per inbound connection. Once it holds
-	// maxClientKeys clients, further clients' connections count under
-	// their local address and port (family marked untrackedFam, remote
-	// zero), and beyond maxUntrackedLocals of those in untrackedLost.
-	clients       pairTable
+	// clientIdx indexes clientKeys and clientCounts: one map lookup per
+	// inbound connection. Once it holds maxClientKeys clients, further
+	// clients' connections count under their local address and port
+	// (family marked untrackedFam, remote zero), and beyond
+	// maxUntrackedLocals of those in untrackedLost.
+	clientIdx     map[clientKey]int32
+	clientKeys    []clientKey
 	clientCounts  []uint32
 	untrackedLost uint64
 	// accIdx and accs gather the clients per listener when the dump ends.
@@ -132,7 +141,7 @@ func newHealthAgg() healthAgg {
 		peerIdx:    map[peerKey]int32{},
 		since:      map[peerKey]time.Time{},
 		next:       map[peerKey]time.Time{},
-		clients:    newPairTable(),
+		clientIdx:  map[clientKey]int32{},
 		accIdx:     map[*Listener]int32{},
 		owners:     map[uint32]procnet.Process{},
 	}
@@ -151,7 +160,8 @@ func (h *healthAgg) reset(on bool, now time.Time) {
 	h.peerKeys = h.peerKeys[:0]
 	h.peerOther = [2][2]peerAgg{}
 	clear(h.next)
-	h.clients.reset()
+	clear(h.clientIdx)
+	h.clientKeys = h.clientKeys[:0]
 	h.clientCounts = h.clientCounts[:0]
 	h.untrackedLost = 0
 	h.selfs = h.selfs[:0]
@@ -160,7 +170,7 @@ func (h *healthAgg) reset(on bool, now time.Time) {
 
 // see is the per-socket path of a full dump for a connected socket (not
 // LISTEN, SYN_RECV or CLOSE); inbound says its local port is a listening
-// port. It costs a table lookup for an inbound ESTABLISHED socket and
+// port. It costs a map operation for an inbound ESTABLISHED socket and
 // compares for the rest.
 func (h *healthAgg) see(s *diag.Socket, inbound bool) {
 	switch {
@@ -201,22 +211,33 @@ func (h *healthAgg) addPeer(s *diag.Socket, st detect.Stall) {
 // request socket) towards its client.
 func (h *healthAgg) addClient(s *diag.Socket) {
 	// As16 gives an IPv4 address in its IPv4-mapped form, as Unmap().As16().
-	k := addrPair{fam: uint16(s.Family), port: s.SrcPort, local: s.Src.As16(), remote: s.Dst.As16()}
-	i := h.clients.index(&k, maxClientKeys)
-	if i < 0 {
-		// The first maxClientKeys keys were all clients, so every key
-		// added from here on is an untracked local one.
-		k.fam |= untrackedFam
-		k.remote = [16]byte{}
-		if i = h.clients.index(&k, maxClientKeys+maxUntrackedLocals); i < 0 {
-			h.untrackedLost++
-			return
-		}
+	k := clientKey{fam: uint16(s.Family), port: s.SrcPort, local: s.Src.As16(), remote: s.Dst.As16()}
+	if h.count(k, maxClientKeys) {
+		return
 	}
-	if int(i) == len(h.clientCounts) {
-		h.clientCounts = append(h.clientCounts, 0)
+	// The first maxClientKeys keys were all clients, so every key added
+	// from here on is an untracked local one.
+	k.fam |= untrackedFam
+	k.remote = [16]byte{}
+	if !h.count(k, maxClientKeys+maxUntrackedLocals) {
+		h.untrackedLost++
 	}
-	h.clientCounts[i]++
+}
+
+// count adds a connection to k's count, adding k if it is new and the
+// table holds fewer than limit keys; it reports whether it counted.
+func (h *healthAgg) count(k clientKey, limit int) bool {
+	if i, ok := h.clientIdx[k]; ok {
+		h.clientCounts[i]++
+		return true
+	}
+	if len(h.clientKeys) >= limit {
+		return false
+	}
+	h.clientIdx[k] = int32(len(h.clientKeys))
+	h.clientKeys = append(h.clientKeys, k)
+	h.clientCounts = append(h.clientCounts, 1)
+	return true
 }
 
 // finish fills the sample's connection-health fields; match finds the
@@ -319,7 +340,7 @@ func (a *clientAcc) offer(c detect.ClientCount) {
 
 func (h *healthAgg) finishClients(smp *Sample, match func(ListenerKey) *Listener) {
 	smp.ClientsUntracked = h.untrackedLost
-	if len(h.clients.keys) == 0 {
+	if len(h.clientKeys) == 0 {
 		return
 	}
 	clear(h.accIdx)
@@ -333,8 +354,8 @@ func (h *healthAgg) finishClients(smp *Sample, match func(ListenerKey) *Listener
 		}
 		return &h.accs[j]
 	}
-	for i := range h.clients.keys {
-		k := &h.clients.keys[i]
+	for i := range h.clientKeys {
+		k := &h.clientKeys[i]
 		l := match(ListenerKey{Family: diag.Family(k.fam &^ untrackedFam), Addr: netip.AddrFrom16(k.local).Unmap(), Port: k.port})
 		if l == nil {
 			continue // its listener closed since the previous dump

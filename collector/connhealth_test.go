@@ -210,8 +210,8 @@ func TestConnHealthAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("%v allocations per dump of %d sockets, want 0", allocs, len(socks))
 	}
-	if len(a.health.peers) != 2 || len(a.health.clients.keys) == 0 || a.health.selfTotal != 1 {
-		t.Errorf("the dump did not exercise the connection-health paths: %d peers, %d clients, %d self", len(a.health.peers), len(a.health.clients.keys), a.health.selfTotal)
+	if len(a.health.peers) != 2 || len(a.health.clientKeys) == 0 || a.health.selfTotal != 1 {
+		t.Errorf("the dump did not exercise the connection-health paths: %d peers, %d clients, %d self", len(a.health.peers), len(a.health.clientKeys), a.health.selfTotal)
 	}
 }
 

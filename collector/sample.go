@@ -165,8 +165,8 @@ type Sample struct {
 	// connections by client, sorted by listener; ClientsUntracked counts
 	// the connections beyond the client table's bound, each once (in its
 	// listener's Connections, in no client; beyond the bound of local
-	// addresses too, in no listener's). SelfConnects lists self-connected
-	// sockets, at most StoredSelfConnects; SelfConnected counts them all.
+	// addresses too, in no listener's). SelfConnects lists self-connected sockets, at most
+	// StoredSelfConnects; SelfConnected counts them all.
 	Peers            []detect.PeerGroup
 	PeersFolded      int
 	Clients          []detect.ListenerClients
@@ -222,6 +222,15 @@ type synPfxKey struct {
 	pfx [16]byte
 }
 
+// destKey has no padding (fam is widened to 16 bits), so that the map
+// hashes and compares it as one block of memory.
+type destKey struct {
+	fam    uint16
+	rport  uint16
+	local  [16]byte
+	remote [16]byte
+}
+
 type destAgg struct {
 	used, tw uint64
 }
@@ -249,10 +258,10 @@ type aggregator struct {
 	// ports holds the listening ports of this dump and the previous one,
 	// prevPorts those of the previous one.
 	ports, prevPorts portSet
-	// destTab indexes dests by (family, remote port, local, remote).
-	destTab   pairTable
-	dests     []destAgg
-	destOther [2]destAgg
+	destIdx          map[destKey]int32
+	dests            []destAgg
+	destKeys         []destKey
+	destOther        [2]destAgg
 
 	cw *closeWaitTracker
 
@@ -265,7 +274,7 @@ func newAggregator(maxTracked int) *aggregator {
 		synIdx:      map[ListenerKey]int32{},
 		synSrc:      map[synSrcKey]struct{}{},
 		synPfx:      map[synPfxKey]uint64{},
-		destTab:     newPairTable(),
+		destIdx:     map[destKey]int32{},
 		cw:          newCloseWaitTracker(maxTracked),
 		health:      newHealthAgg(),
 	}
@@ -287,8 +296,9 @@ func (a *aggregator) reset(s *Sample, withDest bool, pr procnet.PortRange, ok bo
 		a.ephLo, a.ephHi = pr.Low, pr.High
 	}
 	a.ports = a.prevPorts
-	a.destTab.reset()
+	clear(a.destIdx)
 	a.dests = a.dests[:0]
+	a.destKeys = a.destKeys[:0]
 	a.destOther = [2]destAgg{}
 	a.cw.begin(s.Time)
 	a.health.reset(withDest, s.Time)
@@ -345,16 +355,19 @@ func (a *aggregator) outbound(port uint16) bool {
 
 func (a *aggregator) addDest(s *diag.Socket) {
 	// As16 gives an IPv4 address in its IPv4-mapped form, as Unmap().As16().
-	k := addrPair{fam: uint16(s.Family), port: s.DstPort, local: s.Src.As16(), remote: s.Dst.As16()}
+	k := destKey{fam: uint16(s.Family), rport: s.DstPort, local: s.Src.As16(), remote: s.Dst.As16()}
+	i, ok := a.destIdx[k]
 	var d *destAgg
-	switch i := a.destTab.index(&k, maxDestinations); {
-	case i < 0:
-		d = &a.destOther[familyIndex(s.Family)]
-	case int(i) == len(a.dests):
+	switch {
+	case ok:
+		d = &a.dests[i]
+	case len(a.dests) < maxDestinations:
+		a.destIdx[k] = int32(len(a.dests))
 		a.dests = append(a.dests, destAgg{})
-		d = &a.dests[i]
+		a.destKeys = append(a.destKeys, k)
+		d = &a.dests[len(a.dests)-1]
 	default:
-		d = &a.dests[i]
+		d = &a.destOther[familyIndex(s.Family)]
 	}
 	d.used++
 	if s.State == diag.TimeWait {
@@ -480,14 +493,13 @@ func topPrefixes(ps []detect.PrefixCount) []detect.PrefixCount {
 
 func (a *aggregator) finishDestinations() {
 	ds := make([]detect.Destination, len(a.dests))
-	for i := range a.destTab.keys {
-		k := &a.destTab.keys[i]
+	for i, k := range a.destKeys {
 		ds[i] = detect.Destination{
 			DestinationKey: detect.DestinationKey{
 				Family:     diag.Family(k.fam),
 				Local:      netip.AddrFrom16(k.local).Unmap(),
 				Remote:     netip.AddrFrom16(k.remote).Unmap(),
-				RemotePort: k.port,
+				RemotePort: k.rport,
 			},
 			Used:     a.dests[i].used,
 			TimeWait: a.dests[i].tw,
