@@ -165,8 +165,8 @@ type Sample struct {
 	// connections by client, sorted by listener; ClientsUntracked counts
 	// the connections beyond the client table's bound, each once (in its
 	// listener's Connections, in no client; beyond the bound of local
-	// addresses too, in no listener's). SelfConnects lists self-connected sockets, at most
-	// StoredSelfConnects; SelfConnected counts them all.
+	// addresses too, in no listener's). SelfConnects lists self-connected
+	// sockets, at most StoredSelfConnects; SelfConnected counts them all.
 	Peers            []detect.PeerGroup
 	PeersFolded      int
 	Clients          []detect.ListenerClients
