@@ -111,3 +111,84 @@ func dumpAllocs(socks []diag.Socket) (float64, *aggregator) {
 		}
 	}), a
 }
+
+// BenchmarkAggregateParts splits the aggregator's per-socket cost by part,
+// over 1M sockets as benchSockets makes them but with the socket in cache,
+// as in a real dump, where each message is decoded into one reused Socket
+// just before the aggregator sees it (BenchmarkAggregateFull streams 120
+// MB of sockets from memory instead, and measures memory bandwidth as
+// much as the aggregator): the 31 listeners once, then the connected
+// sockets of benchSockets(1000) 500 times. Parts: states (counts,
+// listeners, CLOSE_WAIT: what a rare dump does), states with destinations
+// (connection health off), the whole full dump, and the connection-health
+// calls alone: the timer and self-connect checks of every connected socket
+// (see with inbound false), and the client accounting of the inbound ones
+// (addClient).
+func BenchmarkAggregateParts(b *testing.B) {
+	const repeat = 500
+	all := benchSockets(1000)
+	lst, conns := all[:31], all[31:]
+	n := len(lst) + repeat*len(conns)
+	pr := procnet.PortRange{Low: 32768, High: 60999}
+	dump := func(b *testing.B, withDest, health bool) {
+		a := newAggregator(100000)
+		run := func() {
+			a.reset(&Sample{Time: time.Now()}, withDest, pr, true)
+			a.health.on = health
+			for i := range lst {
+				a.add(&lst[i])
+			}
+			for range repeat {
+				for i := range conns {
+					a.add(&conns[i])
+				}
+			}
+			a.finish()
+		}
+		run() // warm the listening-port set and the tables
+		measureParts(b, n, run)
+	}
+	b.Run("states", func(b *testing.B) { dump(b, false, false) })
+	b.Run("destinations", func(b *testing.B) { dump(b, true, false) })
+	b.Run("full", func(b *testing.B) { dump(b, true, true) })
+	health := func(b *testing.B, clients bool) {
+		a := newAggregator(100000)
+		a.reset(&Sample{Time: time.Now()}, true, pr, true)
+		for i := range all {
+			a.add(&all[i]) // the listening ports, and the tables grown
+		}
+		a.finish()
+		run := func() {
+			a.health.reset(true, time.Now())
+			for range repeat {
+				for i := range conns {
+					s := &conns[i]
+					switch {
+					case !clients:
+						a.health.see(s, false)
+					case a.ports.has(s.SrcPort):
+						a.health.addClient(s)
+					}
+				}
+			}
+		}
+		measureParts(b, n, run)
+	}
+	b.Run("health-timers-self", func(b *testing.B) { health(b, false) })
+	b.Run("health-clients", func(b *testing.B) { health(b, true) })
+}
+
+// measureParts runs run in b's loop and reports the wall and the process
+// CPU time per socket (n sockets per run): on a shared machine the CPU time
+// leaves out the time the benchmark waited for a core.
+func measureParts(b *testing.B, n int, run func()) {
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := processCPU()
+	for b.Loop() {
+		run()
+	}
+	cpu = processCPU() - cpu
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/socket")
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N*n), "cpu-ns/socket")
+}

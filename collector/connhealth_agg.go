@@ -21,15 +21,20 @@ import (
 // Memory is bounded whatever the number of sockets: at most
 // maxPeerGroups peers (the sockets towards further peers count in one
 // "other" group per stall and family) and maxClientKeys (listener address,
-// client) pairs (further connections count per local port, in the
-// listener's total but towards no client); the tables are cleared, not
-// reallocated, between dumps, so the per-socket path allocates nothing.
+// client) pairs (further connections count per local address and port, in
+// the listener's total but towards no client, for at most
+// maxUntrackedLocals of those); the tables are cleared, not reallocated,
+// between dumps, so the per-socket path allocates nothing.
 const (
 	maxPeerGroups = 4096
 	// StoredPeers is the most peer groups a Sample keeps (most sockets
 	// first); the rest fold into the "other" groups.
 	StoredPeers   = 100
 	maxClientKeys = 1 << 16
+	// maxUntrackedLocals bounds the local addresses and ports whose
+	// connections beyond maxClientKeys are counted; connections beyond
+	// both count in Sample.ClientsUntracked only.
+	maxUntrackedLocals = 1 << 14
 	// StoredClients is the most clients a Sample keeps per listener.
 	StoredClients = 10
 	// StoredSelfConnects is the most self-connected sockets a Sample
@@ -91,6 +96,11 @@ type clientKey struct {
 	local, remote [16]byte
 }
 
+// untrackedFam marks, in the client table, the key of a local address
+// and port that counts the connections of clients beyond maxClientKeys
+// (remote zero).
+const untrackedFam = 1 << 15
+
 // healthAgg is the aggregator's connection-health part.
 type healthAgg struct {
 	on         bool
@@ -106,18 +116,17 @@ type healthAgg struct {
 	since, next map[peerKey]time.Time
 
 	// clientIdx indexes clientKeys and clientCounts: one map lookup per
-	// inbound connection.
-	clientIdx    map[clientKey]int32
-	clientKeys   []clientKey
-	clientCounts []uint32
+	// inbound connection. Once it holds maxClientKeys clients, further
+	// clients' connections count under their local address and port
+	// (family marked untrackedFam, remote zero), and beyond
+	// maxUntrackedLocals of those in untrackedLost.
+	clientIdx     map[clientKey]int32
+	clientKeys    []clientKey
+	clientCounts  []uint32
+	untrackedLost uint64
 	// accIdx and accs gather the clients per listener when the dump ends.
 	accIdx map[*detect.Listener]int32
 	accs   []clientAcc
-	// untracked counts, per local port, the live connections beyond
-	// maxClientKeys; allocated at the first overflow (a namespace that
-	// never overflows, the usual case, does without its 256 KiB).
-	untracked    *[65536]uint32
-	anyUntracked bool
 
 	selfs     []detect.SelfConnectedSocket
 	selfTotal uint64
@@ -154,10 +163,7 @@ func (h *healthAgg) reset(on bool, now time.Time) {
 	clear(h.clientIdx)
 	h.clientKeys = h.clientKeys[:0]
 	h.clientCounts = h.clientCounts[:0]
-	if h.anyUntracked {
-		*h.untracked = [65536]uint32{}
-		h.anyUntracked = false
-	}
+	h.untrackedLost = 0
 	h.selfs = h.selfs[:0]
 	h.selfTotal = 0
 }
@@ -204,32 +210,44 @@ func (h *healthAgg) addPeer(s *diag.Socket, st detect.Stall) {
 // addClient counts a live inbound connection (ESTABLISHED, or a SYN_RECV
 // request socket) towards its client.
 func (h *healthAgg) addClient(s *diag.Socket) {
-	k := clientKey{fam: uint16(s.Family), port: s.SrcPort, local: s.Src.Unmap().As16(), remote: s.Dst.Unmap().As16()}
-	if i, ok := h.clientIdx[k]; ok {
-		h.clientCounts[i]++
+	// As16 gives an IPv4 address in its IPv4-mapped form, as Unmap().As16().
+	k := clientKey{fam: uint16(s.Family), port: s.SrcPort, local: s.Src.As16(), remote: s.Dst.As16()}
+	if h.count(k, maxClientKeys) {
 		return
 	}
-	if len(h.clientKeys) < maxClientKeys {
-		h.clientIdx[k] = int32(len(h.clientKeys))
-		h.clientKeys = append(h.clientKeys, k)
-		h.clientCounts = append(h.clientCounts, 1)
-		return
+	// The first maxClientKeys keys were all clients, so every key added
+	// from here on is an untracked local one.
+	k.fam |= untrackedFam
+	k.remote = [16]byte{}
+	if !h.count(k, maxClientKeys+maxUntrackedLocals) {
+		h.untrackedLost++
 	}
-	if h.untracked == nil {
-		h.untracked = new([65536]uint32)
-	}
-	h.untracked[s.SrcPort]++
-	h.anyUntracked = true
 }
 
-// finish fills the sample's connection-health fields; lst are the dump's
-// listeners and match finds the one a local address and port belongs to.
-func (h *healthAgg) finish(smp *Sample, lst []detect.Listener, match func(detect.ListenerKey) *detect.Listener) {
+// count adds a connection to k's count, adding k if it is new and the
+// table holds fewer than limit keys; it reports whether it counted.
+func (h *healthAgg) count(k clientKey, limit int) bool {
+	if i, ok := h.clientIdx[k]; ok {
+		h.clientCounts[i]++
+		return true
+	}
+	if len(h.clientKeys) >= limit {
+		return false
+	}
+	h.clientIdx[k] = int32(len(h.clientKeys))
+	h.clientKeys = append(h.clientKeys, k)
+	h.clientCounts = append(h.clientCounts, 1)
+	return true
+}
+
+// finish fills the sample's connection-health fields; match finds the
+// dump's listener a local address and port belongs to.
+func (h *healthAgg) finish(smp *Sample, match func(detect.ListenerKey) *detect.Listener) {
 	if !h.on {
 		return
 	}
 	h.finishPeers(smp)
-	h.finishClients(smp, lst, match)
+	h.finishClients(smp, match)
 	if len(h.selfs) > 0 {
 		smp.SelfConnects = slices.Clone(h.selfs)
 	}
@@ -320,8 +338,9 @@ func (a *clientAcc) offer(c detect.ClientCount) {
 	a.n++
 }
 
-func (h *healthAgg) finishClients(smp *Sample, lst []detect.Listener, match func(detect.ListenerKey) *detect.Listener) {
-	if len(h.clientKeys) == 0 && !h.anyUntracked {
+func (h *healthAgg) finishClients(smp *Sample, match func(detect.ListenerKey) *detect.Listener) {
+	smp.ClientsUntracked = h.untrackedLost
+	if len(h.clientKeys) == 0 {
 		return
 	}
 	clear(h.accIdx)
@@ -335,22 +354,22 @@ func (h *healthAgg) finishClients(smp *Sample, lst []detect.Listener, match func
 		}
 		return &h.accs[j]
 	}
-	for i, k := range h.clientKeys {
-		l := match(detect.ListenerKey{Family: diag.Family(k.fam), Addr: netip.AddrFrom16(k.local).Unmap(), Port: k.port})
+	for i := range h.clientKeys {
+		k := &h.clientKeys[i]
+		l := match(detect.ListenerKey{Family: diag.Family(k.fam &^ untrackedFam), Addr: netip.AddrFrom16(k.local).Unmap(), Port: k.port})
 		if l == nil {
 			continue // its listener closed since the previous dump
 		}
 		a, n := acc(l), uint64(h.clientCounts[i])
 		a.lc.Connections += n
+		if k.fam&untrackedFam != 0 {
+			// Connections of clients beyond the table: the listener's,
+			// counted once whatever other listeners share the port.
+			smp.ClientsUntracked += n
+			continue
+		}
 		a.lc.Clients++
 		a.offer(detect.ClientCount{Addr: netip.AddrFrom16(k.remote).Unmap(), Count: n})
-	}
-	if h.anyUntracked {
-		for i := range lst {
-			if u := h.untracked[lst[i].Port]; u > 0 {
-				acc(&lst[i]).lc.Connections += uint64(u)
-			}
-		}
 	}
 	// One backing array for every listener's Top.
 	total := 0
@@ -372,11 +391,6 @@ func (h *healthAgg) finishClients(smp *Sample, lst []detect.Listener, match func
 	}
 	slices.SortFunc(out, func(x, y detect.ListenerClients) int { return x.ListenerKey.Compare(y.ListenerKey) })
 	smp.Clients = out
-	if h.anyUntracked {
-		for i := range lst {
-			smp.ClientsUntracked += uint64(h.untracked[lst[i].Port])
-		}
-	}
 }
 
 // resolveOwners fills in the owning processes of the sample's

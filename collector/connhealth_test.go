@@ -272,3 +272,53 @@ tcpstate_self_connected_sockets{namespace="",netns="other",pod=""} 2
 		t.Errorf("folded series of the other target: %v, want 4 peers and 6 clients", folded)
 	}
 }
+
+// TestConnHealthUntrackedOnce fills the client table and then opens
+// connections from further clients to three listeners of one port (two
+// IPv4 addresses and an IPv6 wildcard): each listener's total gets its own
+// untracked connections only, and ClientsUntracked counts each connection
+// once (the table of untracked connections by local port alone added a
+// port's overflow to every listener on that port).
+func TestConnHealthUntrackedOnce(t *testing.T) {
+	a1, a2 := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	socks := []diag.Socket{
+		listener(diag.AFInet, a1, 80, 0, 128),
+		listener(diag.AFInet, a2, 80, 0, 128),
+		listener(diag.AFInet6, netip.IPv6Unspecified(), 80, 0, 128),
+	}
+	client := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 2 + byte(i>>16), byte(i >> 8), byte(i)}) }
+	for i := range maxClientKeys {
+		socks = append(socks, sock(diag.AFInet, diag.Established, a1, 80, client(i), 50000))
+	}
+	add := func(local netip.Addr, fam diag.Family, n int) {
+		for i := range n {
+			remote := client(maxClientKeys + i)
+			if fam == diag.AFInet6 {
+				remote = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i)})
+			}
+			socks = append(socks, sock(fam, diag.Established, local, 80, remote, 50000))
+		}
+	}
+	add(a1, diag.AFInet, 7)
+	add(a2, diag.AFInet, 3)
+	add(netip.IPv6Loopback(), diag.AFInet6, 5)
+	s := NewSampler(SamplerOptions{Dial: fakeDial(socks), LookupOwners: noLookup(t)})
+	for range 2 { // the second dump reuses the tables
+		smp, err := s.Sample(Full)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, lc := range smp.Clients {
+			got = append(got, fmt.Sprint(lc.ListenerKey, lc.Connections, lc.Clients))
+		}
+		want := []string{
+			fmt.Sprint("{ipv4 10.0.0.1 80} ", maxClientKeys+7, " ", maxClientKeys),
+			"{ipv4 10.0.0.2 80} 3 0",
+			"{ipv6 :: 80} 5 0",
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) || smp.ClientsUntracked != 15 {
+			t.Errorf("listeners %q, untracked %d; want %q, 15", got, smp.ClientsUntracked, want)
+		}
+	}
+}

@@ -155,9 +155,10 @@ type Sample struct {
 	// sockets first, at most StoredPeers, then the "other" groups (invalid
 	// Remote) of what PeersFolded counts. Clients are the listeners' live
 	// connections by client, sorted by listener; ClientsUntracked counts
-	// the connections beyond the client table's bound (in Connections, in
-	// no client). SelfConnects lists self-connected sockets, at most
-	// StoredSelfConnects; SelfConnected counts them all.
+	// the connections beyond the client table's bound, each once (in its
+	// listener's Connections, in no client; beyond the bound of local
+	// addresses too, in no listener's). SelfConnects lists self-connected
+	// sockets, at most StoredSelfConnects; SelfConnected counts them all.
 	Peers            []detect.PeerGroup
 	PeersFolded      int
 	Clients          []detect.ListenerClients
@@ -345,7 +346,8 @@ func (a *aggregator) outbound(port uint16) bool {
 }
 
 func (a *aggregator) addDest(s *diag.Socket) {
-	k := destKey{fam: uint16(s.Family), rport: s.DstPort, local: s.Src.Unmap().As16(), remote: s.Dst.Unmap().As16()}
+	// As16 gives an IPv4 address in its IPv4-mapped form, as Unmap().As16().
+	k := destKey{fam: uint16(s.Family), rport: s.DstPort, local: s.Src.As16(), remote: s.Dst.As16()}
 	i, ok := a.destIdx[k]
 	var d *destAgg
 	switch {
@@ -451,7 +453,7 @@ func (a *aggregator) finish() {
 	for i := range ls {
 		a.prevPorts.add(ls[i].Port)
 	}
-	a.health.finish(a.sample, a.lst, a.matchListener)
+	a.health.finish(a.sample, a.matchListener)
 	slices.SortFunc(ls, func(x, y detect.Listener) int { return x.ListenerKey.Compare(y.ListenerKey) })
 	a.sample.Listeners = ls
 	if a.dest {
