@@ -266,7 +266,9 @@ func (se *samplerEvents) summarize(ns *events.Namespace, reason func(uint32) str
 			recvFrom[addrLabel(r.Addr)] += d
 		case events.KindResetSent:
 			sentTo[addrLabel(r.Addr)] += d
-			sentFrom[strconv.Itoa(int(r.LocalPort))] += d
+			if r.LocalPort != 0 { // 0: an ephemeral port, not recorded
+				sentFrom[strconv.Itoa(int(r.LocalPort))] += d
+			}
 		case events.KindConnectFailure:
 			dst := netip.AddrPortFrom(r.Addr, r.RemotePort).String()
 			fails[cf{dst, events.ConnectFailureReason(r.Code)}] += d
