@@ -275,6 +275,11 @@ func TestRefusedConnects(t *testing.T) {
 	if d := detail(got, KindConnectFailure, func(r Record) bool { return r.RemotePort == port && r.Addr == lo }); d != n {
 		t.Errorf("connect failures towards %s:%d: %d, want %d", lo, port, d, n)
 	}
+	// The clients' side: the resets they received, keyed by the closed
+	// port and not by their ephemeral ones (one key, not one per connect).
+	if d := detail(got, KindResetReceived, func(r Record) bool { return r.RemotePort == port && r.LocalPort == 0 && r.Addr == lo }); d != n {
+		t.Errorf("resets received from %s:%d with no local port: %d, want %d", lo, port, d, n)
+	}
 }
 
 // TestLingerZeroResets has a server on 127.0.0.2 close N accepted

@@ -34,8 +34,8 @@ const (
 	KindResetSent Kind = 4
 	// KindResetReceived counts resets received. Like KindRetransmit, keys
 	// carry the remote address and, of the two ports, the one that names
-	// the service: the remote port of an active connection, the local port
-	// otherwise.
+	// the service: the remote port of an active connection (one still in
+	// SYN_SENT included), the local port otherwise.
 	KindResetReceived Kind = 5
 	// KindRetransmit counts retransmitted segments.
 	KindRetransmit Kind = 6

@@ -430,11 +430,12 @@ static __always_inline int count_sk(const struct sock *sk, __u32 kind)
 	if (!fill_from_common(&k, &sk->__sk_common))
 		return 0;
 	/* Keep the ports that name a service, not the ephemeral ones, so that
-	 * keys stay few: the remote port of an active connection, the local
-	 * port of a passive one (a listener's); the local port alone when the
-	 * opening was not seen. */
+	 * keys stay few: the remote port of an active connection (one still
+	 * connecting included: a refused connect's reset, a SYN sent again),
+	 * the local port of a passive one (a listener's); the local port alone
+	 * when the opening was not seen. */
 	struct start *st = bpf_sk_storage_get(&starts, (void *)sk, 0, 0);
-	if (st && st->dir == DIR_ACTIVE)
+	if ((st && st->dir == DIR_ACTIVE) || (!st && sk->__sk_common.skc_state == TCP_SYN_SENT))
 		k.lport = 0;
 	else
 		k.rport = 0;
