@@ -313,6 +313,7 @@ type eventDescs struct {
 	destOpened, destClosed, destFailures        *prometheus.Desc
 	peerResetsRecv, peerResetsSent              *prometheus.Desc
 	peerRetrans, peerSynack                     *prometheus.Desc
+	listenerLifetime, destLifetime              *prometheus.Desc
 }
 
 func newEventDescs(d func(name, help string, labels ...string) *prometheus.Desc) eventDescs {
@@ -337,13 +338,16 @@ func newEventDescs(d func(name, help string, labels ...string) *prometheus.Desc)
 		peerResetsSent:    d("peer_resets_sent_total", "Resets sent per remote address (top-K, \"other\") (eBPF).", "remote_address"),
 		peerRetrans:       d("peer_retransmitted_segments_total", "Segments retransmitted per remote address (top-K, \"other\") (eBPF).", "remote_address"),
 		peerSynack:        d("peer_synack_retransmits_total", "SYN-ACKs retransmitted per remote address (top-K, \"other\") (eBPF).", "remote_address"),
+		listenerLifetime:  d("listener_connection_lifetime_seconds", "Lifetime of closed passive connections per local port, from established to closed (top --collector.events.max-lifetime-series listeners by closed connections, the rest in port \"other\") (eBPF).", "port"),
+		destLifetime:      d("destination_connection_lifetime_seconds", "Lifetime of closed active connections per destination, from established to closed (top --collector.events.max-lifetime-series destinations by closed connections, the rest in \"other\") (eBPF).", dst...),
 	}
 }
 
 func (ed *eventDescs) describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{ed.resetsSent, ed.resetsReceived, ed.connectFailures, ed.opened, ed.closed, ed.lifetime,
 		ed.retransmits, ed.synackRetransmits, ed.listenerOpened, ed.listenerClosed, ed.listenerRetrans, ed.listenerSynack,
-		ed.destOpened, ed.destClosed, ed.destFailures, ed.peerResetsRecv, ed.peerResetsSent, ed.peerRetrans, ed.peerSynack} {
+		ed.destOpened, ed.destClosed, ed.destFailures, ed.peerResetsRecv, ed.peerResetsSent, ed.peerRetrans, ed.peerSynack,
+		ed.listenerLifetime, ed.destLifetime} {
 		ch <- d
 	}
 }
@@ -542,6 +546,7 @@ func (e *Exporter) appendEventSeries(out []prometheus.Metric, pe partErrors, lv 
 		fams = append(fams, family{ed.destFailures, dFails[r], func(k string) []string { return append(dstSplit(k), r) }, "event_destinations"})
 	}
 	folded := map[string]int{"event_listeners": 0, "event_destinations": 0, "event_peers": 0}
+	out, folded["event_lifetimes"] = e.appendLifetimeSeries(out, pe, lv, ns, dstSplit)
 	for _, f := range fams {
 		kept, other, n := topSeries(f.counts, e.opts.MaxEventSeries)
 		for _, kc := range kept {

@@ -155,6 +155,12 @@ func TestEventsEndToEnd(t *testing.T) {
 		{"tcpstate_destination_connections_opened_total", map[string]string{"remote_address": "127.0.0.3", "remote_port": ps(p.churn)}, n},
 		{"tcpstate_destination_connections_closed_total", map[string]string{"remote_address": "127.0.0.3", "remote_port": ps(p.churn)}, n},
 		{"tcpstate_listener_connections_opened_total", map[string]string{"port": ps(p.linger)}, n},
+		// Lifetime histograms (sample counts) per listener and destination.
+		{"tcpstate_listener_connection_lifetime_seconds", map[string]string{"port": ps(p.churn)}, n},
+		{"tcpstate_listener_connection_lifetime_seconds", map[string]string{"port": ps(p.linger)}, n},
+		{"tcpstate_destination_connection_lifetime_seconds", map[string]string{"remote_address": "127.0.0.3", "remote_port": ps(p.churn)}, n},
+		{"tcpstate_destination_connection_lifetime_seconds", map[string]string{"remote_address": "127.0.0.2", "remote_port": ps(p.linger)}, n},
+		{"tcpstate_destination_connection_lifetime_seconds", map[string]string{"remote_address": "other", "remote_port": "other"}, 0},
 	} {
 		got, k := series(mfs, c.name, c.labels)
 		if k != 1 || got != c.want {
