@@ -243,13 +243,13 @@ func (se *samplerEvents) summarize(ns *events.Namespace, reason func(uint32) str
 			ev.ConnectFailures[events.ConnectFailureReason(r.Code)] += r.Count
 		}
 	}
-	recvFrom, sentTo, sentFrom := map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
+	recvFrom, sentTo, sentFrom, retransTo := map[string]uint64{}, map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
 	type cf struct{ dst, reason string }
 	fails := map[cf]uint64{}
 	next := make(map[events.Key]uint64, len(ns.Details))
 	for _, r := range ns.Details {
 		switch r.Kind {
-		case events.KindResetSent, events.KindResetReceived, events.KindConnectFailure:
+		case events.KindResetSent, events.KindResetReceived, events.KindConnectFailure, events.KindRetransmit:
 		default:
 			continue
 		}
@@ -272,12 +272,15 @@ func (se *samplerEvents) summarize(ns *events.Namespace, reason func(uint32) str
 		case events.KindConnectFailure:
 			dst := netip.AddrPortFrom(r.Addr, r.RemotePort).String()
 			fails[cf{dst, events.ConnectFailureReason(r.Code)}] += d
+		case events.KindRetransmit:
+			retransTo[addrLabel(r.Addr)] += d
 		}
 	}
 	se.prev = next
 	ev.ResetsReceivedFrom = detect.TopKeyCounts(recvFrom, detect.MaxEventEntries)
 	ev.ResetsSentTo = detect.TopKeyCounts(sentTo, detect.MaxEventEntries)
 	ev.ResetsSentFrom = detect.TopKeyCounts(sentFrom, detect.MaxEventEntries)
+	ev.RetransmitsTo = detect.TopKeyCounts(retransTo, detect.MaxEventEntries)
 	for k, n := range fails {
 		ev.ConnectFailuresTo = append(ev.ConnectFailuresTo, detect.ConnectFailure{Destination: k.dst, Reason: k.reason, Count: n})
 	}
