@@ -100,7 +100,7 @@ func TestSnapshotEvents(t *testing.T) {
 			s.Close()
 			c.SetReadDeadline(time.Now().Add(5 * time.Second))
 			if _, err := c.Read(buf); !errors.Is(err, syscall.ECONNRESET) {
-				return fmt.Errorf("client read after the server's abort: %v, want ECONNRESET", err)
+				return fmt.Errorf("client read after the server's abort: %w, want ECONNRESET", err)
 			}
 			c.Close()
 		}
