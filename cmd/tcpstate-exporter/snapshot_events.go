@@ -32,6 +32,11 @@ type snapshotEvents struct {
 	start   *events.Snapshot
 	startAt time.Time
 	err     error
+	// end is the read after the dumps, shared by every namespace's section
+	// (one read of the maps, not one per namespace); endErr its failure.
+	end    *events.Snapshot
+	endAt  time.Time
+	endErr error
 }
 
 // openSnapshotEvents loads the event programs for a snapshot: filtered to
@@ -95,8 +100,8 @@ type eventsSection struct {
 	drops    events.Drops
 }
 
-// section reads the maps again and returns the rises of the target's
-// namespace since begin.
+// section returns the rises of the target's namespace between begin and
+// the read after the dumps (taken by the first call).
 func (e *snapshotEvents) section(t snapshotTarget) *eventsSection {
 	if e == nil {
 		return nil
@@ -120,11 +125,15 @@ func (e *snapshotEvents) section(t snapshotTarget) *eventsSection {
 		}
 		cookie = c
 	}
-	end, err := e.src.Read()
-	if err != nil {
-		return &eventsSection{why: "unavailable: reading the eBPF maps: " + collector.SafeLabel(err.Error())}
+	if e.end == nil && e.endErr == nil {
+		e.end, e.endErr = e.src.Read()
+		e.endAt = time.Now()
 	}
-	s := &eventsSection{window: time.Since(e.startAt), reason: e.src.ResetReason}
+	if e.endErr != nil {
+		return &eventsSection{why: "unavailable: reading the eBPF maps: " + collector.SafeLabel(e.endErr.Error())}
+	}
+	end := e.end
+	s := &eventsSection{window: e.endAt.Sub(e.startAt), reason: e.src.ResetReason}
 	s.drops = events.Drops{
 		Totals:  end.Drops.Totals - min(end.Drops.Totals, e.start.Drops.Totals),
 		Details: end.Drops.Details - min(end.Drops.Details, e.start.Drops.Details),

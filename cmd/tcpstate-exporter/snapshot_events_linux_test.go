@@ -207,3 +207,63 @@ func TestSnapshotEventsOff(t *testing.T) {
 		t.Errorf("on without the capabilities printed a snapshot:\n%s", out)
 	}
 }
+
+// TestSnapshotAllNamespacesEvents snapshots every namespace with events
+// counted in all of them (cookie 0, as --netns=all loads them): two
+// namespaces of its own, with 3 and 7 refused connects after the first
+// read, each show exactly their own in their section.
+func TestSnapshotAllNamespacesEvents(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := events.Check(); err != nil {
+		t.Fatalf("the event programs cannot load here (run as root on a kernel with BTF): %v", err)
+	}
+	ev, err := openSnapshotEvents("on", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ev.close()
+	ev.begin()
+	refused := map[*fixture.Netns]int{}
+	for _, n := range []int{3, 7} {
+		ns := fixture.NewNetnsPrefix(t, "tssa-")
+		refused[ns] = n
+		err := ns.Do(func() error {
+			for range n {
+				// Port 9 (discard) listens nowhere in a new namespace.
+				if _, err := net.Dial("tcp4", "127.0.0.1:9"); !errors.Is(err, syscall.ECONNREFUSED) {
+					return fmt.Errorf("dial a closed port: %w, want ECONNREFUSED", err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	code := snapshotMain(ctx, snapshotOptions{AllNamespaces: true, ProcRoot: "/proc", Events: ev}, &stdout, &stderr)
+	out := stdout.String()
+	if code != 0 {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr.String())
+	}
+	sections := strings.Split(out, "TCP sockets on ")
+	for ns, n := range refused {
+		var sec string
+		for _, s := range sections {
+			if strings.Contains(strings.SplitN(s, "\n", 2)[0], "("+ns.Path()+")") {
+				sec = s
+			}
+		}
+		if sec == "" {
+			t.Errorf("no section for %s", ns.Path())
+			continue
+		}
+		if want := fmt.Sprintf("connect failures: %d;", n); !strings.Contains(sec, want) {
+			t.Errorf("%s: no %q in its section:\n%s", ns.Path(), want, sec)
+		}
+		if row := rowFields(sec, "127.0.0.1:9"); len(row) != 3 || row[1] != "refused" || row[2] != strconv.Itoa(n) {
+			t.Errorf("%s: connect failures row %v, want 127.0.0.1:9 refused %d", ns.Path(), row, n)
+		}
+	}
+}
