@@ -20,12 +20,12 @@ import (
 )
 
 // TestSnapshotEvents runs the snapshot over a namespace in which, after the
-// events' first read, 10 connections open and close, 5 connects hit a
-// closed port and 4 accepted connections are closed with SO_LINGER 0 by a
-// server on 127.0.0.2: the events section counts exactly those, by reason,
-// destination, peer and listener port.
+// events' first read, eventTraffic makes n refused connects, n connections
+// closed by the server with SO_LINGER 0 and n connections opened and
+// closed: the events section counts exactly those, by reason, destination,
+// peer and listener port.
 func TestSnapshotEvents(t *testing.T) {
-	const nConn, nRefused, nLinger = 10, 5, 4
+	const n = 10
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	ns := fixture.NewNetnsPrefix(t, "tsal-")
@@ -44,71 +44,7 @@ func TestSnapshotEvents(t *testing.T) {
 	// The first read before the traffic, as takeSnapshots takes it before
 	// its first dump (it leaves a read already taken alone).
 	ev.begin()
-
-	var port, closed, lingerPort int
-	err = ns.Do(func() error {
-		d := net.Dialer{KeepAlive: -1, Timeout: 5 * time.Second}
-		ln, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		defer ln.Close()
-		port = ln.Addr().(*net.TCPAddr).Port
-		buf := make([]byte, 1)
-		for range nConn {
-			c, err := d.Dial("tcp4", ln.Addr().String())
-			if err != nil {
-				return err
-			}
-			s, err := ln.Accept()
-			if err != nil {
-				return err
-			}
-			c.Close()
-			s.Read(buf) // the client's FIN: no data follows, so no reset
-			s.Close()
-		}
-		free, err := net.Listen("tcp4", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		closed = free.Addr().(*net.TCPAddr).Port
-		free.Close()
-		for range nRefused {
-			if _, err := d.Dial("tcp4", "127.0.0.1:"+strconv.Itoa(closed)); !errors.Is(err, syscall.ECONNREFUSED) {
-				return fmt.Errorf("dial a closed port: %w, want ECONNREFUSED", err)
-			}
-		}
-		lln, err := net.Listen("tcp4", "127.0.0.2:0")
-		if err != nil {
-			return err
-		}
-		defer lln.Close()
-		lingerPort = lln.Addr().(*net.TCPAddr).Port
-		for range nLinger {
-			c, err := d.Dial("tcp4", lln.Addr().String())
-			if err != nil {
-				return err
-			}
-			s, err := lln.Accept()
-			if err != nil {
-				return err
-			}
-			if err := s.(*net.TCPConn).SetLinger(0); err != nil {
-				return err
-			}
-			s.Close()
-			c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			if _, err := c.Read(buf); !errors.Is(err, syscall.ECONNRESET) {
-				return fmt.Errorf("client read after the server's abort: %w, want ECONNRESET", err)
-			}
-			c.Close()
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := eventTraffic(t, ns, n)
 
 	var stdout, stderr bytes.Buffer
 	code := snapshotMain(ctx, snapshotOptions{Dial: dialInto(t, ns), Wait: 100 * time.Millisecond, Findings: findingsFor, Events: ev}, &stdout, &stderr)
@@ -117,41 +53,44 @@ func TestSnapshotEvents(t *testing.T) {
 	if code != 0 || stderr.Len() != 0 {
 		t.Fatalf("exit %d, stderr %q", code, stderr.String())
 	}
-	opened := nConn + nLinger
 	for _, want := range []string{
 		"\nConnection events over the last ",
-		fmt.Sprintf("Opened: %d active, %d passive; closed: %d active, %d passive, 0 opened before the programs loaded\n", opened, opened, opened, opened),
-		fmt.Sprintf("connect failures: %d; retransmitted segments: 0, SYN-ACKs: 0\n", nRefused),
+		fmt.Sprintf("Opened: %d active, %d passive; closed: %d active, %d passive, 0 opened before the programs loaded\n", 2*n, 2*n, 2*n, 2*n),
+		fmt.Sprintf("Resets sent: %d; received: %d; connect failures: %d; retransmitted segments: 0, SYN-ACKs: 0\n", 2*n, 2*n, n),
 		"Retransmitted segments by peer: none\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
-	noSocket := "no_socket"
+	ps := func(p uint16) string { return strconv.Itoa(int(p)) }
+	cnt := strconv.Itoa(n)
+	// Resets sent by reason: the kernel's names, or one "unknown" row on a
+	// kernel that passes no reason.
+	noSocket, reasons := "no_socket", [][]string{{"no_socket", cnt}, {"tcp_state", cnt}}
 	if !ev.src.HasResetReason() {
-		noSocket = "unknown"
+		noSocket, reasons = "unknown", [][]string{{"unknown", strconv.Itoa(2 * n)}}
 	}
-	rows := map[string][]string{
-		noSocket:                            {noSocket, strconv.Itoa(nRefused)},
-		"127.0.0.1:" + strconv.Itoa(closed): {"127.0.0.1:" + strconv.Itoa(closed), "refused", strconv.Itoa(nRefused)},
-		"127.0.0.2":                         {"127.0.0.2", strconv.Itoa(lingerPort), strconv.Itoa(nLinger)},
-		"refused resets received":           {"127.0.0.1", strconv.Itoa(closed), strconv.Itoa(nRefused)},
-		"127.0.0.1:" + strconv.Itoa(port) + "open":  {"127.0.0.1:" + strconv.Itoa(port), "opened", strconv.Itoa(nConn)},
-		strconv.Itoa(lingerPort) + "open":           {strconv.Itoa(lingerPort), "opened", strconv.Itoa(nLinger)},
-		strconv.Itoa(lingerPort) + "close":          {strconv.Itoa(lingerPort), "closed", strconv.Itoa(nLinger)},
-		"127.0.0.1:" + strconv.Itoa(port) + "close": {"127.0.0.1:" + strconv.Itoa(port), "closed", strconv.Itoa(nConn)},
-	}
-	lines := strings.Split(out, "\n")
-	for name, want := range rows {
+	for _, want := range append(reasons, [][]string{
+		{"127.0.0.1:" + ps(p.refused), "refused", cnt}, // connect failures
+		{"127.0.0.1", ps(p.refused), noSocket, cnt},    // resets sent by peer: the closed port
+		{"127.0.0.2", ps(p.linger), cnt},               // resets received from the aborting server
+		{"127.0.0.1", ps(p.refused), cnt},              // resets received by the refused clients
+		{"127.0.0.3:" + ps(p.churn), "opened", cnt},    // active
+		{"127.0.0.3:" + ps(p.churn), "closed", cnt},
+		{"127.0.0.2:" + ps(p.linger), "opened", cnt},
+		{ps(p.churn), "opened", cnt}, // passive
+		{ps(p.churn), "closed", cnt},
+		{ps(p.linger), "closed", cnt},
+	}...) {
 		found := false
-		for _, l := range lines {
+		for _, l := range strings.Split(out, "\n") {
 			if strings.Join(strings.Fields(l), " ") == strings.Join(want, " ") {
 				found = true
 			}
 		}
 		if !found {
-			t.Errorf("no row %q (%s)", strings.Join(want, " "), name)
+			t.Errorf("no row %q", strings.Join(want, " "))
 		}
 	}
 }
