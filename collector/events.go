@@ -42,12 +42,14 @@ type EventReader struct {
 	lastPrune time.Time
 	stats     eventStats
 
-	dropped, readErrors, skipped, pruned *prometheus.Desc
+	dropped, readErrors, skipped, pruned, entries *prometheus.Desc
 }
 
 type eventStats struct {
 	readErrors, skipped, pruned uint64
 	drops                       events.Drops
+	// totals and details are the entries of each map at the latest read.
+	totals, details int
 }
 
 // NewEventReader returns an EventReader over src. Reads are reused for half
@@ -70,6 +72,7 @@ func NewEventReader(src EventSource, log *slog.Logger) *EventReader {
 		readErrors: d("read_errors_total", "Failed reads of the eBPF maps."),
 		skipped:    d("records_skipped_total", "eBPF map records that did not decode and were skipped."),
 		pruned:     d("pruned_entries_total", "eBPF map entries deleted because their network namespace went away."),
+		entries:    d("map_entries", "Entries in the eBPF maps at the latest read (totals, details; 16384 each at most): a details map near its size drops detail events.", "map"),
 	}
 }
 
@@ -108,6 +111,11 @@ func (r *EventReader) refreshLocked(now time.Time) {
 	}
 	r.err, r.snap = nil, snap
 	r.stats.drops = snap.Drops
+	r.stats.totals, r.stats.details = 0, 0
+	for _, ns := range snap.Namespaces {
+		r.stats.totals += len(ns.Totals)
+		r.stats.details += len(ns.Details)
+	}
 	if snap.Skipped > 0 {
 		r.stats.skipped += uint64(snap.Skipped)
 		r.log.Warn("skipped eBPF map records that did not decode", "count", snap.Skipped, "err", snap.Err)
@@ -148,6 +156,7 @@ func (r *EventReader) Describe(ch chan<- *prometheus.Desc) {
 	ch <- r.readErrors
 	ch <- r.skipped
 	ch <- r.pruned
+	ch <- r.entries
 }
 
 // Collect sends the reader's own metrics.
@@ -168,6 +177,16 @@ func (r *EventReader) Collect(ch chan<- prometheus.Metric) {
 	send(r.readErrors, st.readErrors)
 	send(r.skipped, st.skipped)
 	send(r.pruned, st.pruned)
+	for _, m := range []struct {
+		name string
+		n    int
+	}{{"totals", st.totals}, {"details", st.details}} {
+		if g, err := prometheus.NewConstMetric(r.entries, prometheus.GaugeValue, float64(m.n), m.name); err == nil {
+			ch <- g
+		} else {
+			r.log.Error("building an event self-metric", "err", err)
+		}
+	}
 }
 
 // EventSample is what the event source had counted in a namespace when a

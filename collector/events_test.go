@@ -75,6 +75,9 @@ func TestEventReaderSharesReadsAndPrunes(t *testing.T) {
 	if err != nil || ns.Total(events.KindResetReceived) != 3 {
 		t.Fatalf("namespace 7: %+v, %v", ns, err)
 	}
+	if r.stats.totals != 2 || r.stats.details != 0 {
+		t.Errorf("map entries totals %d details %d, want 2 and 0", r.stats.totals, r.stats.details)
+	}
 	// A second sampler within reuseFor shares the read.
 	if _, err := r.namespace(8, now.Add(100*time.Millisecond)); err != nil || src.reads != 1 {
 		t.Fatalf("reads %d, err %v; want one shared read", src.reads, err)
