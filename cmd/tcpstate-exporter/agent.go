@@ -106,14 +106,15 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 	a.registry.MustRegister(a.sched.Collector(logger))
 	a.registry.MustRegister(
 		collector.NewExporter(a.targets, collector.ExporterOptions{
-			TargetLabels:      labelNames,
-			MaxListeners:      cfg.listenersMax,
-			MaxDestinations:   cfg.detect.destinationsMax,
-			MaxTargets:        cfg.netnsMax,
-			Errors:            a.scrapeErrs,
-			MaxPeers:          cfg.detect.peersMax,
-			MaxClients:        cfg.detect.clientsMax,
-			MaxEventSeries:    cfg.eventsMax,
+			TargetLabels:    labelNames,
+			MaxListeners:    cfg.listenersMax,
+			MaxDestinations: cfg.detect.destinationsMax,
+			MaxTargets:      cfg.netnsMax,
+			Errors:          a.scrapeErrs,
+			MaxPeers:        cfg.detect.peersMax,
+			MaxClients:      cfg.detect.clientsMax,
+			MaxEventSeries:  cfg.eventsMax,
+			// The lifetime histograms' own limit (events_lifetime.go).
 			MaxLifetimeSeries: cfg.eventsLifeMax,
 		}),
 		a.scrapeErrs,
