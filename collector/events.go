@@ -42,12 +42,14 @@ type EventReader struct {
 	lastPrune time.Time
 	stats     eventStats
 
-	dropped, readErrors, skipped, pruned *prometheus.Desc
+	dropped, readErrors, skipped, pruned, entries *prometheus.Desc
 }
 
 type eventStats struct {
 	readErrors, skipped, pruned uint64
 	drops                       events.Drops
+	// totals and details are the entries of each map at the latest read.
+	totals, details int
 }
 
 // NewEventReader returns an EventReader over src. Reads are reused for half
@@ -70,6 +72,7 @@ func NewEventReader(src EventSource, log *slog.Logger) *EventReader {
 		readErrors: d("read_errors_total", "Failed reads of the eBPF maps."),
 		skipped:    d("records_skipped_total", "eBPF map records that did not decode and were skipped."),
 		pruned:     d("pruned_entries_total", "eBPF map entries deleted because their network namespace went away."),
+		entries:    d("map_entries", "Entries in the eBPF maps at the latest read (totals, details; 16384 each at most): a details map near its size drops detail events.", "map"),
 	}
 }
 
@@ -108,6 +111,11 @@ func (r *EventReader) refreshLocked(now time.Time) {
 	}
 	r.err, r.snap = nil, snap
 	r.stats.drops = snap.Drops
+	r.stats.totals, r.stats.details = 0, 0
+	for _, ns := range snap.Namespaces {
+		r.stats.totals += len(ns.Totals)
+		r.stats.details += len(ns.Details)
+	}
 	if snap.Skipped > 0 {
 		r.stats.skipped += uint64(snap.Skipped)
 		r.log.Warn("skipped eBPF map records that did not decode", "count", snap.Skipped, "err", snap.Err)
@@ -148,6 +156,7 @@ func (r *EventReader) Describe(ch chan<- *prometheus.Desc) {
 	ch <- r.readErrors
 	ch <- r.skipped
 	ch <- r.pruned
+	ch <- r.entries
 }
 
 // Collect sends the reader's own metrics.
@@ -168,6 +177,16 @@ func (r *EventReader) Collect(ch chan<- prometheus.Metric) {
 	send(r.readErrors, st.readErrors)
 	send(r.skipped, st.skipped)
 	send(r.pruned, st.pruned)
+	for _, m := range []struct {
+		name string
+		n    int
+	}{{"totals", st.totals}, {"details", st.details}} {
+		if g, err := prometheus.NewConstMetric(r.entries, prometheus.GaugeValue, float64(m.n), m.name); err == nil {
+			ch <- g
+		} else {
+			r.log.Error("building an event self-metric", "err", err)
+		}
+	}
 }
 
 // EventSample is what the event source had counted in a namespace when a
@@ -243,13 +262,13 @@ func (se *samplerEvents) summarize(ns *events.Namespace, reason func(uint32) str
 			ev.ConnectFailures[events.ConnectFailureReason(r.Code)] += r.Count
 		}
 	}
-	recvFrom, sentTo, sentFrom := map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
+	recvFrom, sentTo, sentFrom, retransTo := map[string]uint64{}, map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
 	type cf struct{ dst, reason string }
 	fails := map[cf]uint64{}
 	next := make(map[events.Key]uint64, len(ns.Details))
 	for _, r := range ns.Details {
 		switch r.Kind {
-		case events.KindResetSent, events.KindResetReceived, events.KindConnectFailure:
+		case events.KindResetSent, events.KindResetReceived, events.KindConnectFailure, events.KindRetransmit:
 		default:
 			continue
 		}
@@ -266,16 +285,21 @@ func (se *samplerEvents) summarize(ns *events.Namespace, reason func(uint32) str
 			recvFrom[addrLabel(r.Addr)] += d
 		case events.KindResetSent:
 			sentTo[addrLabel(r.Addr)] += d
-			sentFrom[strconv.Itoa(int(r.LocalPort))] += d
+			if r.LocalPort != 0 { // 0: an ephemeral port, not recorded
+				sentFrom[strconv.Itoa(int(r.LocalPort))] += d
+			}
 		case events.KindConnectFailure:
 			dst := netip.AddrPortFrom(r.Addr, r.RemotePort).String()
 			fails[cf{dst, events.ConnectFailureReason(r.Code)}] += d
+		case events.KindRetransmit:
+			retransTo[addrLabel(r.Addr)] += d
 		}
 	}
 	se.prev = next
 	ev.ResetsReceivedFrom = detect.TopKeyCounts(recvFrom, detect.MaxEventEntries)
 	ev.ResetsSentTo = detect.TopKeyCounts(sentTo, detect.MaxEventEntries)
 	ev.ResetsSentFrom = detect.TopKeyCounts(sentFrom, detect.MaxEventEntries)
+	ev.RetransmitsTo = detect.TopKeyCounts(retransTo, detect.MaxEventEntries)
 	for k, n := range fails {
 		ev.ConnectFailuresTo = append(ev.ConnectFailuresTo, detect.ConnectFailure{Destination: k.dst, Reason: k.reason, Count: n})
 	}
@@ -311,6 +335,7 @@ type eventDescs struct {
 	destOpened, destClosed, destFailures        *prometheus.Desc
 	peerResetsRecv, peerResetsSent              *prometheus.Desc
 	peerRetrans, peerSynack                     *prometheus.Desc
+	listenerLifetime, destLifetime              *prometheus.Desc
 }
 
 func newEventDescs(d func(name, help string, labels ...string) *prometheus.Desc) eventDescs {
@@ -335,13 +360,16 @@ func newEventDescs(d func(name, help string, labels ...string) *prometheus.Desc)
 		peerResetsSent:    d("peer_resets_sent_total", "Resets sent per remote address (top-K, \"other\") (eBPF).", "remote_address"),
 		peerRetrans:       d("peer_retransmitted_segments_total", "Segments retransmitted per remote address (top-K, \"other\") (eBPF).", "remote_address"),
 		peerSynack:        d("peer_synack_retransmits_total", "SYN-ACKs retransmitted per remote address (top-K, \"other\") (eBPF).", "remote_address"),
+		listenerLifetime:  d("listener_connection_lifetime_seconds", "Lifetime of closed passive connections per local port, from established to closed (top --collector.events.max-lifetime-series listeners by closed connections, the rest in port \"other\") (eBPF).", "port"),
+		destLifetime:      d("destination_connection_lifetime_seconds", "Lifetime of closed active connections per destination, from established to closed (top --collector.events.max-lifetime-series destinations by closed connections, the rest in \"other\") (eBPF).", dst...),
 	}
 }
 
 func (ed *eventDescs) describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{ed.resetsSent, ed.resetsReceived, ed.connectFailures, ed.opened, ed.closed, ed.lifetime,
 		ed.retransmits, ed.synackRetransmits, ed.listenerOpened, ed.listenerClosed, ed.listenerRetrans, ed.listenerSynack,
-		ed.destOpened, ed.destClosed, ed.destFailures, ed.peerResetsRecv, ed.peerResetsSent, ed.peerRetrans, ed.peerSynack} {
+		ed.destOpened, ed.destClosed, ed.destFailures, ed.peerResetsRecv, ed.peerResetsSent, ed.peerRetrans, ed.peerSynack,
+		ed.listenerLifetime, ed.destLifetime} {
 		ch <- d
 	}
 }
@@ -540,6 +568,7 @@ func (e *Exporter) appendEventSeries(out []prometheus.Metric, pe partErrors, lv 
 		fams = append(fams, family{ed.destFailures, dFails[r], func(k string) []string { return append(dstSplit(k), r) }, "event_destinations"})
 	}
 	folded := map[string]int{"event_listeners": 0, "event_destinations": 0, "event_peers": 0}
+	out, folded["event_lifetimes"] = e.appendLifetimeSeries(out, pe, lv, ns, dstSplit)
 	for _, f := range fams {
 		kept, other, n := topSeries(f.counts, e.opts.MaxEventSeries)
 		for _, kc := range kept {

@@ -75,6 +75,9 @@ func TestEventReaderSharesReadsAndPrunes(t *testing.T) {
 	if err != nil || ns.Total(events.KindResetReceived) != 3 {
 		t.Fatalf("namespace 7: %+v, %v", ns, err)
 	}
+	if r.stats.totals != 2 || r.stats.details != 0 {
+		t.Errorf("map entries totals %d details %d, want 2 and 0", r.stats.totals, r.stats.details)
+	}
 	// A second sampler within reuseFor shares the read.
 	if _, err := r.namespace(8, now.Add(100*time.Millisecond)); err != nil || src.reads != 1 {
 		t.Fatalf("reads %d, err %v; want one shared read", src.reads, err)
@@ -110,6 +113,8 @@ func TestEventSummaryRises(t *testing.T) {
 			rec(events.KindResetSent, 1, "10.0.0.2", 8080, 40000, 5),
 			rec(events.KindResetReceived, 0, "10.0.0.3", 40001, 443, 2),
 			rec(events.KindConnectFailure, 111, "10.0.0.4", 0, 5432, 4),
+			rec(events.KindRetransmit, 0, "10.0.0.5", 0, 443, 6),
+			rec(events.KindRetransmit, 0, "10.0.0.5", 8080, 0, 1),
 		},
 	}
 	src := &fakeEvents{}
@@ -120,11 +125,18 @@ func TestEventSummaryRises(t *testing.T) {
 	if len(ev.ConnectFailuresTo) != 1 || ev.ConnectFailuresTo[0] != (detect.ConnectFailure{Destination: "10.0.0.4:5432", Reason: "refused", Count: 4}) {
 		t.Errorf("connect failures %+v", ev.ConnectFailuresTo)
 	}
+	if len(ev.RetransmitsTo) != 1 || ev.RetransmitsTo[0] != (detect.KeyCount{Key: "10.0.0.5", Count: 7}) {
+		t.Errorf("retransmissions by peer %+v, want 10.0.0.5 (7)", ev.RetransmitsTo)
+	}
 	// The next sample sees only what rose.
 	ns.Details[0].Count = 8
+	ns.Details[3].Count = 10
 	ev = se.summarize(ns, src.ResetReason)
 	if len(ev.ResetsSentTo) != 1 || ev.ResetsSentTo[0].Count != 3 || ev.ResetsSentFrom[0].Key != "8080" {
 		t.Errorf("rises: sent to %+v, from %+v", ev.ResetsSentTo, ev.ResetsSentFrom)
+	}
+	if len(ev.RetransmitsTo) != 1 || ev.RetransmitsTo[0].Count != 4 {
+		t.Errorf("retransmission rises %+v, want 10.0.0.5 (4)", ev.RetransmitsTo)
 	}
 	if len(ev.ResetsReceivedFrom) != 0 || len(ev.ConnectFailuresTo) != 0 {
 		t.Errorf("unchanged entries reported as rises: %+v %+v", ev.ResetsReceivedFrom, ev.ConnectFailuresTo)

@@ -52,6 +52,9 @@ type ExporterOptions struct {
 	// destinations, peers) per target; the rest fold into "other". Zero
 	// means 20.
 	MaxEventSeries int
+	// MaxLifetimeSeries bounds the lifetime histograms per listener and per
+	// destination per target (events_lifetime.go). Zero means 5.
+	MaxLifetimeSeries int
 }
 
 // OtherTarget is the value of the first target label (netns) of the target
@@ -147,6 +150,9 @@ func NewExporter(targets func() []Target, opts ExporterOptions) *Exporter {
 	}
 	if opts.MaxEventSeries <= 0 {
 		opts.MaxEventSeries = 20
+	}
+	if opts.MaxLifetimeSeries <= 0 {
+		opts.MaxLifetimeSeries = 5
 	}
 	tl := opts.TargetLabels
 	with := func(l ...string) []string { return append(slices.Clone(tl), l...) }

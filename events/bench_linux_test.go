@@ -4,6 +4,7 @@ package events
 
 import (
 	"net"
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -150,4 +151,51 @@ func BenchmarkConnectCycle(b *testing.B) {
 	b.ReportMetric(100*pm/med(offCPU), "bpf-overhead-%")
 	b.ReportMetric(100*(med(onWall)-med(offWall))/med(offWall), "wall-overhead-%")
 	b.Logf("per-round CPU ns/cycle off %v on %v; programs' run time ns/cycle %v", offCPU, onCPU, progNs)
+}
+
+// BenchmarkRead reads maps filled from user space to their 16384 entries
+// each (one namespace, distinct remote addresses), with batch lookups and
+// key by key (the fallback for kernels before 5.6), so that the agent's
+// cost of a read of full maps, a scan's worst case, is measured:
+//
+//	flock /tmp/bench.lock go test -run '^$' -bench 'Read$' -benchtime 20x ./events
+func BenchmarkRead(b *testing.B) {
+	if err := Check(); err != nil {
+		b.Fatalf("cannot load the programs: %v", err)
+	}
+	// A namespace cookie no real namespace has: the programs count nothing
+	// into it, and the maps are filled by the benchmark alone.
+	src, err := Open(SourceOptions{Netns: 1<<64 - 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	const n = 16384
+	for i := range n {
+		k := Key{Netns: 7, Kind: KindResetReceived, Addr: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), LocalPort: 443}
+		v := encodeValue(Value{Count: uint64(i + 1)})
+		if err := src.details.Put(encodeKey(k), v); err != nil {
+			b.Fatalf("filling details, entry %d: %v", i, err)
+		}
+		k.Addr = netip.Addr{}
+		k.Code = uint32(i)
+		if err := src.totals.Put(encodeKey(k), v); err != nil {
+			b.Fatalf("filling totals, entry %d: %v", i, err)
+		}
+	}
+	for _, mode := range []string{"batch", "iterate"} {
+		b.Run(mode, func(b *testing.B) {
+			src.noBatch = mode == "iterate"
+			b.ReportAllocs()
+			for b.Loop() {
+				snap, err := src.Read()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if ns := snap.Namespaces[7]; ns == nil || len(ns.Details) != n || len(ns.Totals) != n {
+					b.Fatalf("read %+v, want %d records of each map", snap.Namespaces[7], n)
+				}
+			}
+		})
+	}
 }

@@ -275,6 +275,11 @@ func TestRefusedConnects(t *testing.T) {
 	if d := detail(got, KindConnectFailure, func(r Record) bool { return r.RemotePort == port && r.Addr == lo }); d != n {
 		t.Errorf("connect failures towards %s:%d: %d, want %d", lo, port, d, n)
 	}
+	// The clients' side: the resets they received, keyed by the closed
+	// port and not by their ephemeral ones (one key, not one per connect).
+	if d := detail(got, KindResetReceived, func(r Record) bool { return r.RemotePort == port && r.LocalPort == 0 && r.Addr == lo }); d != n {
+		t.Errorf("resets received from %s:%d with no local port: %d, want %d", lo, port, d, n)
+	}
 }
 
 // TestLingerZeroResets has a server on 127.0.0.2 close N accepted
@@ -542,4 +547,96 @@ func TestFullMapDropsAndCounts(t *testing.T) {
 		t.Errorf("details %d + dropped %d = %d, want the %d events of the totals", detailCount, snap.Drops.Details, detailCount+snap.Drops.Details, want)
 	}
 	t.Logf("%d detail entries, %d events dropped", len(got.Details), snap.Drops.Details)
+}
+
+// TestResetKeysKeepNoEphemeralPort checks that resets sent on ephemeral
+// ports share their detail keys instead of taking one each (which filled the
+// details map under connection churn): N clients that close first in a
+// namespace without TIME_WAIT lose their sockets, so the server's data
+// that follows draws N resets with reason no_socket answering a segment
+// other than a SYN; and N clients that close with SO_LINGER 0 send N resets
+// on connections they opened. All are keyed by the peer and the reason alone
+// (local port 0), not one entry per client port.
+func TestResetKeysKeepNoEphemeralPort(t *testing.T) {
+	const n = 20
+	ns := fixture.NewNetnsPrefix(t, "tsev-")
+	if err := ns.Sysctl("net.ipv4.tcp_max_tw_buckets", "0"); err != nil {
+		t.Fatal(err)
+	}
+	src, cookie := loadFor(t, ns)
+	server := netip.MustParseAddr("127.0.0.2")
+	err := ns.Do(func() error {
+		ln, err := net.Listen("tcp4", server.String()+":0")
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		d := dialer
+		d.LocalAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}
+		buf := make([]byte, 1)
+		for i := range 2 * n {
+			c, err := d.Dial("tcp4", ln.Addr().String())
+			if err != nil {
+				return err
+			}
+			s, err := ln.Accept()
+			if err != nil {
+				return err
+			}
+			if i >= n {
+				// The client aborts: a reset on an active connection.
+				if err := c.(*net.TCPConn).SetLinger(0); err != nil {
+					return err
+				}
+				c.Close()
+				s.Read(buf)
+				s.Close()
+				continue
+			}
+			// The client closes first; once its FIN has arrived its
+			// socket is gone (no TIME_WAIT), and the server's byte
+			// draws a reset from no socket.
+			c.Close()
+			if _, err := s.Read(buf); err == nil {
+				return errors.New("server read data, want EOF")
+			}
+			time.Sleep(5 * time.Millisecond)
+			if _, err := s.Write([]byte{1}); err != nil {
+				return fmt.Errorf("server write: %w", err)
+			}
+			s.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := waitFor(t, src, cookie, 5*time.Second, func(ns *Namespace) bool { return ns.Total(KindResetSent) >= 2*n })
+	dumpRecords(t, got)
+	if r := got.Total(KindResetSent); r != 2*n {
+		t.Errorf("resets sent: %d, want %d", r, 2*n)
+	}
+	keys, reasons := 0, map[uint32]bool{}
+	for _, r := range got.Totals {
+		if r.Kind == KindResetSent {
+			reasons[r.Code] = true
+		}
+	}
+	for _, r := range got.Details {
+		if r.Kind != KindResetSent {
+			continue
+		}
+		keys++
+		if r.LocalPort != 0 {
+			t.Errorf("reset sent keyed by local port %d (%d resets), want 0: the port is ephemeral", r.LocalPort, r.Count)
+		}
+	}
+	// Every reset goes to the server's address (from no socket, the
+	// reset answers the server's segment): one key per reason.
+	if keys != len(reasons) {
+		t.Errorf("%d detail keys of resets sent, want one per reason (%d)", keys, len(reasons))
+	}
+	if d := detail(got, KindResetSent, func(r Record) bool { return r.Addr == server }); d != 2*n {
+		t.Errorf("resets sent to the server %s: %d, want %d", server, d, 2*n)
+	}
 }

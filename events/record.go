@@ -25,13 +25,17 @@ const (
 	KindConnectFailure Kind = 3
 	// KindResetSent counts resets sent; Code is the kernel's enum
 	// sk_rst_reason, or ReasonUnknown on kernels that do not pass one.
-	// Keys carry the remote address and the local port (no remote port:
-	// mostly ephemeral).
+	// Keys carry the remote address and the local port that names a
+	// service (no remote port: mostly ephemeral). LocalPort is 0 for a
+	// reset on a connection this host opened (its port is ephemeral) and
+	// for one that answers a segment other than a SYN that matched no
+	// socket (a late FIN or ACK of a closed connection: its port may be
+	// ephemeral too); a SYN to a closed port keeps that port.
 	KindResetSent Kind = 4
 	// KindResetReceived counts resets received. Like KindRetransmit, keys
 	// carry the remote address and, of the two ports, the one that names
-	// the service: the remote port of an active connection, the local port
-	// otherwise.
+	// the service: the remote port of an active connection (one still in
+	// SYN_SENT included), the local port otherwise.
 	KindResetReceived Kind = 5
 	// KindRetransmit counts retransmitted segments.
 	KindRetransmit Kind = 6
@@ -252,6 +256,10 @@ type Snapshot struct {
 	// error.
 	Skipped int
 	Err     error
+
+	// sizeHint is each namespace's record count of the previous read
+	// (totals, details), the capacity its slices start with.
+	sizeHint map[uint64][2]int
 }
 
 // add files a raw record into the snapshot, counting one that does not
@@ -265,6 +273,10 @@ func (s *Snapshot) add(details bool, kb, vb []byte) {
 			ns := s.Namespaces[k.Netns]
 			if ns == nil {
 				ns = &Namespace{}
+				if h, ok := s.sizeHint[k.Netns]; ok {
+					ns.Totals = make([]Record, 0, h[0]+h[0]/8+1)
+					ns.Details = make([]Record, 0, h[1]+h[1]/8+1)
+				}
 				s.Namespaces[k.Netns] = ns
 			}
 			if details {

@@ -116,6 +116,8 @@ func newAgent(cfg *config, logger *slog.Logger, findings findingsFunc) (*agent, 
 			MaxPeers:        cfg.detect.peersMax,
 			MaxClients:      cfg.detect.clientsMax,
 			MaxEventSeries:  cfg.eventsMax,
+			// The lifetime histograms' own limit (events_lifetime.go).
+			MaxLifetimeSeries: cfg.eventsLifeMax,
 		}),
 		a.scrapeErrs,
 		versioncollector.NewCollector("tcpstate"),

@@ -16,6 +16,8 @@ func addEventsFlags(app *kingpin.Application, cfg *config) {
 		Default("auto").EnumVar(&cfg.events, "auto", "on", "off")
 	app.Flag("collector.events.max-series", "Series per top-K family of event metrics (listeners, destinations, peers) per namespace; the rest fold into \"other\".").
 		Default("20").IntVar(&cfg.eventsMax)
+	app.Flag("collector.events.max-lifetime-series", "Lifetime histograms of closed connections per listener port and per destination, each, per namespace (14 series apiece); the rest fold into \"other\".").
+		Default("5").IntVar(&cfg.eventsLifeMax)
 }
 
 // eventSource is the loaded event source and its reader.

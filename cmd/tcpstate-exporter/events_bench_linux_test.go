@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -153,6 +154,41 @@ func BenchmarkEventsAgentCPU(b *testing.B) {
 			}
 			if mode == "on" && !strings.Contains(logs.String(), "eBPF connection events on") {
 				b.Fatalf("events did not load:\n%s", logs.String())
+			}
+			if mode == "on" {
+				// Churn must not grow the details map (it did when every
+				// reset to an ephemeral port took a key of its own).
+				resp, err := client.Get("http://" + exporterAddr + "/metrics")
+				if err != nil {
+					b.Fatal(err)
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil {
+					b.Fatal(err)
+				}
+				value := func(series string) float64 {
+					i := strings.Index(string(body), series+" ")
+					if i < 0 {
+						b.Fatalf("no %s in /metrics", series)
+					}
+					v, _, _ := strings.Cut(string(body[i+len(series)+1:]), "\n")
+					f, err := strconv.ParseFloat(v, 64)
+					if err != nil {
+						b.Fatalf("%s %q: %v", series, v, err)
+					}
+					return f
+				}
+				entries := value(`tcpstate_events_map_entries{map="details"}`)
+				b.ReportMetric(entries, "details-entries")
+				// The churn has one destination and one listener: a few
+				// keys, whatever the number of connections.
+				if entries > 100 {
+					b.Errorf("%v entries in the details map after the churn, want a few: keys take ephemeral ports", entries)
+				}
+				if d := value(`tcpstate_events_dropped_total{map="details"}`); d != 0 {
+					b.Errorf("details events dropped: %v, want 0", d)
+				}
 			}
 			b.ReportMetric(float64(n)/el.Seconds(), "conns/s")
 			b.ReportMetric(100*(u1-u0+s1-s0).Seconds()/el.Seconds(), "agent-cpu-%")

@@ -140,13 +140,26 @@ func TestEventsEndToEnd(t *testing.T) {
 	body, mfs := scrape(t, client)
 
 	ps := func(p uint16) string { return strconv.Itoa(int(p)) }
+	// The readiness probe may have dialled the exporter's port before it
+	// listened, with the programs already loaded: refused connects (and
+	// the resets that refused them) of their own, counted apart.
+	probe, _ := series(mfs, "tcpstate_destination_connect_failures_total", map[string]string{"remote_address": "127.0.0.1", "remote_port": "9874", "reason": "refused"})
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+	}{
+		{"tcpstate_connect_failures_total", map[string]string{"reason": "refused"}},
+		{"tcpstate_resets_sent_total", map[string]string{"reason": "no_socket"}},
+	} {
+		if got, k := series(mfs, c.name, c.labels); k != 1 || got != n+probe {
+			t.Errorf("%s%v: %v (%d series), want %d and the readiness probe's %v", c.name, c.labels, got, k, n, probe)
+		}
+	}
 	for _, c := range []struct {
 		name   string
 		labels map[string]string
 		want   float64
 	}{
-		{"tcpstate_connect_failures_total", map[string]string{"reason": "refused"}, n},
-		{"tcpstate_resets_sent_total", map[string]string{"reason": "no_socket"}, n},
 		{"tcpstate_resets_sent_total", map[string]string{"reason": "tcp_state"}, n},
 		{"tcpstate_destination_connect_failures_total", map[string]string{"remote_address": "127.0.0.1", "remote_port": ps(p.refused), "reason": "refused"}, n},
 		{"tcpstate_peer_resets_received_total", map[string]string{"remote_address": "127.0.0.2"}, n},
@@ -155,6 +168,12 @@ func TestEventsEndToEnd(t *testing.T) {
 		{"tcpstate_destination_connections_opened_total", map[string]string{"remote_address": "127.0.0.3", "remote_port": ps(p.churn)}, n},
 		{"tcpstate_destination_connections_closed_total", map[string]string{"remote_address": "127.0.0.3", "remote_port": ps(p.churn)}, n},
 		{"tcpstate_listener_connections_opened_total", map[string]string{"port": ps(p.linger)}, n},
+		// Lifetime histograms (sample counts) per listener and destination.
+		{"tcpstate_listener_connection_lifetime_seconds", map[string]string{"port": ps(p.churn)}, n},
+		{"tcpstate_listener_connection_lifetime_seconds", map[string]string{"port": ps(p.linger)}, n},
+		{"tcpstate_destination_connection_lifetime_seconds", map[string]string{"remote_address": "127.0.0.3", "remote_port": ps(p.churn)}, n},
+		{"tcpstate_destination_connection_lifetime_seconds", map[string]string{"remote_address": "127.0.0.2", "remote_port": ps(p.linger)}, n},
+		{"tcpstate_destination_connection_lifetime_seconds", map[string]string{"remote_address": "other", "remote_port": "other"}, 0},
 	} {
 		got, k := series(mfs, c.name, c.labels)
 		if k != 1 || got != c.want {

@@ -29,6 +29,8 @@ func TestBadFlagsExitTwo(t *testing.T) {
 		{[]string{"--path.procfs=/nonexistent"}, "--path.procfs"},
 		{[]string{"--netns.refresh=10ms"}, "--netns.refresh"},
 		{[]string{"--collector.namespaces.max=0"}, "--collector.namespaces.max"},
+		{[]string{"--collector.events.max-series=0"}, "--collector.events.max-series"},
+		{[]string{"--collector.events.max-lifetime-series=0"}, "--collector.events.max-lifetime-series"},
 		{[]string{"--alertmanager.url=ftp://am:9093"}, "--alertmanager.url"},
 		{[]string{"--detect.ports.ratio=2"}, "--detect.ports.ratio"},
 		{[]string{"--web.config.file=/nonexistent/web.yml"}, "--web.config.file"},

@@ -52,6 +52,7 @@ type config struct {
 	snapshot      snapshotConfig
 	events        string
 	eventsMax     int
+	eventsLifeMax int
 }
 
 // usageError marks a bad flag or argument: exit code 2.
@@ -161,6 +162,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("--web.max-requests=%d: must be 0 (no limit) or more", c.maxRequests)
 	case c.eventsMax < 1:
 		return fmt.Errorf("--collector.events.max-series=%d: must be at least 1", c.eventsMax)
+	case c.eventsLifeMax < 1:
+		return fmt.Errorf("--collector.events.max-lifetime-series=%d: must be at least 1", c.eventsLifeMax)
 	}
 	if err := c.webLimits.validate(); err != nil {
 		return err

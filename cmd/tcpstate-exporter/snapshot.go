@@ -60,6 +60,12 @@ func runSnapshot(cfg *config, stdout, stderr io.Writer) int {
 	if cfg.netns == "all" {
 		opts.AllNamespaces = true
 	}
+	var err error
+	if opts.Events, err = snapshotEventsFor(cfg); err != nil {
+		fmt.Fprintf(stderr, "tcpstate-exporter: snapshot: %v\n", err)
+		return 1
+	}
+	defer opts.Events.close()
 	return snapshotMain(ctx, opts, stdout, stderr)
 }
 
@@ -189,6 +195,8 @@ type snapshotOptions struct {
 	Findings findingsFunc
 	// HalfOpen runs one half-open sweep after the full dump.
 	HalfOpen bool
+	// Events is the eBPF event source (snapshot_events.go); nil: no section.
+	Events *snapshotEvents
 }
 
 // snapshot is what the snapshot subcommand prints.
@@ -216,6 +224,8 @@ type snapshot struct {
 	HalfOpen        *collector.HalfOpenSample
 	HalfOpenErr     error
 	HalfOpenMinIdle time.Duration
+	// Events is the events section, nil when events were not asked for.
+	Events *eventsSection
 }
 
 // takeSnapshots samples every target once fully, then (after opts.Wait,
@@ -225,6 +235,7 @@ type snapshot struct {
 func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshotTarget) (snaps []*snapshot, errs []error) {
 	interval := max(opts.Wait, 10*time.Millisecond)
 	snaps, errs = make([]*snapshot, len(targets)), make([]error, len(targets))
+	opts.Events.begin()
 	samplers := make([]*collector.Sampler, len(targets))
 	for i, t := range targets {
 		s := collector.NewSampler(collector.SamplerOptions{
@@ -287,6 +298,7 @@ func takeSnapshots(ctx context.Context, opts snapshotOptions, targets []snapshot
 		snap.Time, snap.Counts, snap.Listener = now, v.Counts, v.Listeners
 		snap.Ehash, snap.EhashKnown = v.Ehash, v.EhashKnown
 		snap.Full, snap.RetransMin = v.Full, s.DetectConfig().PeerRetransMin
+		snap.Events = opts.Events.section(targets[i])
 		snap.Findings = opts.Findings(collector.Target{Sampler: s})
 	}
 	return snaps, errs
@@ -377,6 +389,9 @@ func (s *snapshot) write(w io.Writer) error {
 		return err
 	}
 	if err := s.writeHalfOpen(w); err != nil {
+		return err
+	}
+	if err := s.writeEvents(w); err != nil {
 		return err
 	}
 

@@ -19,12 +19,14 @@ type Events struct {
 	// The rest is what rose since the previous summary of the namespace,
 	// the largest entries first, at most MaxEventEntries each:
 	// ResetsReceivedFrom by remote address, ResetsSentTo by remote address,
-	// ResetsSentFrom by local port, and ConnectFailuresTo by destination
-	// (remote address:port) and reason.
+	// ResetsSentFrom by local port, ConnectFailuresTo by destination
+	// (remote address:port) and reason, and RetransmitsTo (retransmitted
+	// segments) by remote address.
 	ResetsReceivedFrom []KeyCount
 	ResetsSentTo       []KeyCount
 	ResetsSentFrom     []KeyCount
 	ConnectFailuresTo  []ConnectFailure
+	RetransmitsTo      []KeyCount
 }
 
 // MaxEventEntries bounds each per-interval list of an Events.

@@ -82,6 +82,7 @@ func peerFindings(cfg *Config, h *History, stall Stall, minFor time.Duration) []
 			// n consecutive RTO retransmissions, each timeout at least the
 			// 200 ms minimum RTO and doubling, take at least (2^n-1)×200ms.
 			ev["silent_at_least"] = fmtDuration(minRTO * time.Duration(uint64(1)<<min(g.MaxRetrans, 30)-1))
+			retransmitEvidence(h, g.Remote, ev)
 			f.Alert = AlertPeerUnresponsive
 			f.For = cfg.PeerFor
 			f.Summary = "Peer " + remote + " acknowledges nothing: " + fmtUint(g.Sockets) + " sockets retransmitting, up to " + ev["max_retransmissions"] + " times"

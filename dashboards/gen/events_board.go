@@ -44,6 +44,12 @@ func eventsBoard() *dashboard {
 	l.add(12, 9, timeseries("Connections opened per destination (top 10)", []target{
 		q(sel(`topk(10, sum by (instance, netns, remote_address, remote_port) (rate(tcpstate_destination_connections_opened_total{{SEL}}[$__rate_interval])))`, selNode), "{{instance}} {{remote_address}}:{{remote_port}}"),
 	}, withUnit("cps")))
+	l.add(12, 9, timeseries("Median lifetime per listener port", []target{
+		q(sel(`histogram_quantile(0.5, sum by (instance, netns, port, le) (rate(tcpstate_listener_connection_lifetime_seconds_bucket{{SEL}}[$__rate_interval])))`, selNode), "{{instance}} :{{port}}"),
+	}, withUnit("s"), withDescription("Accepted connections, from established to closed, for the listeners with the most closed connections (--collector.events.max-lifetime-series; the rest in port \"other\"). A listener whose lifetimes drop to milliseconds is serving churn: clients without keep-alive, or closing on errors.")))
+	l.add(12, 9, timeseries("Median lifetime per destination", []target{
+		q(sel(`histogram_quantile(0.5, sum by (instance, netns, remote_address, remote_port, le) (rate(tcpstate_destination_connection_lifetime_seconds_bucket{{SEL}}[$__rate_interval])))`, selNode), "{{instance}} {{remote_address}}:{{remote_port}}"),
+	}, withUnit("s"), withDescription("Connections this node opened, from established to closed, for the destinations with the most closed connections (the rest in \"other\"). Short lifetimes at a high rate to one destination fill TIME_WAIT and use up local ports.")))
 
 	l.row("Retransmissions")
 	l.add(12, 9, timeseries("Retransmitted segments and SYN-ACKs", []target{

@@ -360,6 +360,14 @@ static __always_inline int fill_from_skb(struct key *k, const struct sk_buff *sk
 		return 0;
 	k->rport = __builtin_bswap16(ports[0]);
 	k->lport = __builtin_bswap16(ports[1]);
+	/* A SYN to a port without a listener names a service port; any other
+	 * segment without a socket (a FIN or ACK arriving after the
+	 * connection closed, say) was sent to a port that is as likely
+	 * ephemeral, which would give every such reset a key of its own:
+	 * keep no local port for those. tcphdr: flags at 13, SYN 0x02. */
+	__u8 flags = 0;
+	if (bpf_probe_read_kernel(&flags, 1, head + th + 13) || !(flags & 0x02))
+		k->lport = 0;
 	return 1;
 }
 
@@ -370,14 +378,17 @@ static __always_inline int reset_sent(const struct sock *sk, const struct sk_buf
 		k.netns = sk_netns(&sk->__sk_common);
 		if (!fill_from_common(&k, &sk->__sk_common))
 			return 0;
-		if (k.lport == 0) {
+		/* The record of the opening (full sockets only; NULL for
+		 * the others) says which way the connection went. */
+		struct start *st = bpf_sk_storage_get(&starts, (void *)sk, 0, 0);
+		if (st && st->dir == DIR_ACTIVE) {
+			/* The local port of a connect is ephemeral. */
+			k.lport = 0;
+		} else if (k.lport == 0 && st) {
 			/* Closing sockets (SO_LINGER 0, abort on close)
 			 * have released their port before they send the
-			 * reset: take it from the record of the opening
-			 * (full sockets only; NULL for the others). */
-			struct start *st = bpf_sk_storage_get(&starts, (void *)sk, 0, 0);
-			if (st)
-				k.lport = st->lport;
+			 * reset: take it from the record of the opening. */
+			k.lport = st->lport;
 		}
 	} else if (skb) {
 		if (!fill_from_skb(&k, skb))
@@ -389,7 +400,7 @@ static __always_inline int reset_sent(const struct sock *sk, const struct sk_buf
 		return 0;
 	k.kind = KIND_RESET_SENT;
 	k.code = reason;
-	k.rport = 0; /* the peer's port is mostly ephemeral: one key per peer and local port */
+	k.rport = 0; /* the peer's port is mostly ephemeral: one key per peer and local service port */
 	record(&k, 0, 0);
 	return 0;
 }
@@ -419,11 +430,12 @@ static __always_inline int count_sk(const struct sock *sk, __u32 kind)
 	if (!fill_from_common(&k, &sk->__sk_common))
 		return 0;
 	/* Keep the ports that name a service, not the ephemeral ones, so that
-	 * keys stay few: the remote port of an active connection, the local
-	 * port of a passive one (a listener's); the local port alone when the
-	 * opening was not seen. */
+	 * keys stay few: the remote port of an active connection (one still
+	 * connecting included: a refused connect's reset, a SYN sent again),
+	 * the local port of a passive one (a listener's); the local port alone
+	 * when the opening was not seen. */
 	struct start *st = bpf_sk_storage_get(&starts, (void *)sk, 0, 0);
-	if (st && st->dir == DIR_ACTIVE)
+	if ((st && st->dir == DIR_ACTIVE) || (!st && sk->__sk_common.skc_state == TCP_SYN_SENT))
 		k.lport = 0;
 	else
 		k.rport = 0;
