@@ -90,6 +90,9 @@ func snapshotMain(ctx context.Context, opts snapshotOptions, stdout, stderr io.W
 			}
 		}()
 	}
+	if opts.Findings == nil {
+		opts.Findings = samplerFindings
+	}
 	snaps, errs := takeSnapshots(ctx, opts, targets)
 	host, _ := os.Hostname()
 	for i, snap := range snaps {
@@ -190,8 +193,8 @@ type snapshotOptions struct {
 	// Detect holds the detector thresholds (the --detect.*, --closewait.*
 	// and --halfopen.* thresholds); the zero value means the defaults.
 	Detect detect.Config
-	// Findings returns the findings over a sampled target
-	// (samplerFindings outside tests); it must not be nil.
+	// Findings returns the findings over a sampled target; nil means
+	// samplerFindings, the detectors that run inside the target's Sampler.
 	Findings findingsFunc
 	// HalfOpen runs one half-open sweep after the full dump.
 	HalfOpen bool
