@@ -501,7 +501,8 @@ func (s *Sampler) dump(ln *lane, kind Kind, kern *Kernel) (*Sample, error) {
 	return smp, nil
 }
 
-// Close releases the sock_diag connections. Call it when no Sample runs.
+// Close releases the sock_diag connections and the held net files. Call it
+// when no Sample runs.
 func (s *Sampler) Close() error {
 	var errs []error
 	for _, ln := range []*lane{&s.dumps, &s.cheap} {
@@ -510,6 +511,7 @@ func (s *Sampler) Close() error {
 			errs = append(errs, ln.conn.Close())
 			ln.conn = nil
 		}
+		errs = append(errs, ln.reader.Release())
 		ln.mu.Unlock()
 	}
 	errs = append(errs, s.closeSweep())

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 )
 
@@ -23,13 +24,19 @@ const maxFileSize = 1 << 20
 // process share.
 //
 // A Reader keeps one buffer across reads so that a read every second
-// allocates little. It is not safe for concurrent use; use one Reader per
+// allocates little. Hold makes it keep the net files open, so that a read
+// of them is one pread each from any thread. It is not safe for concurrent use; use one Reader per
 // goroutine.
 type Reader struct {
 	netstat, snmp, sockstat, sockstat6 string
 	sysctls                            [numSysctls]string
 	root                               string
 	buf                                []byte
+	// held are the net files Hold opened, holding whether it did;
+	// notProcfs is set once Hold found they are not on procfs.
+	held      [numHeld]*os.File
+	holding   bool
+	notProcfs bool
 }
 
 // NewReader returns a Reader for the procfs mounted at procRoot, or at
@@ -92,7 +99,7 @@ func (r *Reader) readFile(path string) ([]byte, error) {
 // c. It leaves the Tcp fields alone.
 func (r *Reader) ReadNetstat(c *Counters) error {
 	c.clear("TcpExt")
-	data, err := r.readFile(r.netstat)
+	data, err := r.readNet(heldNetstat, r.netstat)
 	if err != nil {
 		return err
 	}
@@ -107,7 +114,7 @@ func (r *Reader) ReadNetstat(c *Counters) error {
 // leaves the TcpExt fields alone.
 func (r *Reader) ReadSNMP(c *Counters) error {
 	c.clear("Tcp")
-	data, err := r.readFile(r.snmp)
+	data, err := r.readNet(heldSNMP, r.snmp)
 	if err != nil {
 		return err
 	}
@@ -133,14 +140,14 @@ func (r *Reader) ReadCounters(c *Counters) error {
 func (r *Reader) ReadSockstat(s *Sockstat) error {
 	*s = Sockstat{}
 	var errs [2]error
-	if data, err := r.readFile(r.sockstat); err != nil {
+	if data, err := r.readNet(heldSockstat, r.sockstat); err != nil {
 		errs[0] = err
 	} else if err := ParseSockstat(data, s); err != nil {
 		errs[0] = withFile(err, r.sockstat)
 		s.Present = s.Present & (1 << SockstatTCP6InUse)
 	}
 	var s6 Sockstat
-	if data, err := r.readFile(r.sockstat6); err != nil {
+	if data, err := r.readNet(heldSockstat6, r.sockstat6); err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			errs[1] = err
 		}
