@@ -188,10 +188,13 @@ func startClock() func() (wall, cpu time.Duration) {
 	}
 }
 
+// threadCPU returns the calling thread's CPU time from
+// CLOCK_THREAD_CPUTIME_ID, which is exact for the running thread (getrusage
+// RUSAGE_THREAD moves only at scheduler ticks).
 func threadCPU() time.Duration {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
 		return 0
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ts.Nano())
 }

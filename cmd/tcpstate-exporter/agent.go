@@ -103,6 +103,9 @@ func newAgent(cfg *config, logger *slog.Logger) (*agent, error) {
 			sch.Run(ctx)
 		}
 	}
+	// The agent's whole process, not only its sampling jobs, holds the
+	// budget.
+	a.sched.CountProcess()
 	a.registry.MustRegister(a.sched.Collector(logger))
 	a.registry.MustRegister(
 		collector.NewExporter(a.targets, collector.ExporterOptions{

@@ -1,0 +1,144 @@
+package collector
+
+import (
+	"math"
+	"slices"
+	"time"
+)
+
+// The process account. The kinds' accounts pace the jobs by their measured
+// CPU, scaled by the process's overhead (calibrateLocked); what they miss
+// (overhead that does not follow the jobs: discovery, scrapes, the
+// runtime; an overhead estimate that lags) the process account catches.
+// It compares the process's own CPU time (getrusage) with the budget
+// since the Scheduler started: while the process is over, dumps wait, and
+// the cheap path waits once it is fastSlackSeconds over, so that the
+// cheap path keeps its pace while dumps absorb the excess.
+const (
+	// procCreditSeconds bounds, in seconds of the budget, what the
+	// account banks while the process uses less than the budget: at the
+	// default budget 0.2 s of CPU, about one full dump of a namespace that
+	// walks a shared hash of a million sockets. A dump waits until the
+	// account holds its estimated cost (or all it can bank), so that it
+	// ends inside the budget.
+	procCreditSeconds = 4
+	// fastSlackSeconds is how far over the budget, in seconds of it, the
+	// process may be before the cheap path waits too.
+	fastSlackSeconds = 2
+	// fastFloor: however far over the budget the process is, a target's
+	// cheap path waits at most this many times its asked interval.
+	fastFloor = 10
+)
+
+// Hysteresis of the achieved interval in Exceeded: set above achievedSet
+// times the asked interval, cleared at achievedClear times.
+const (
+	achievedSet   = 1.15
+	achievedClear = 1.05
+)
+
+// CountProcess makes the Scheduler hold the whole process's CPU time, not
+// only its jobs', inside the budget (see the process account above). Call
+// it before Run, in a process that runs one Scheduler and nothing else of
+// note (the agent); tests that burn CPU of their own leave it off.
+func (s *Scheduler) CountProcess() {
+	s.mu.Lock()
+	s.process = true
+	s.mu.Unlock()
+}
+
+// processLocked brings the process account up to now.
+func (s *Scheduler) processLocked(now time.Time) {
+	if !s.process {
+		return
+	}
+	cpu := processCPU()
+	if !s.procAt.IsZero() {
+		dt := now.Sub(s.procAt).Seconds()
+		s.procDebt += (cpu-s.procCPU).Seconds() - s.cfg.Budget*dt
+		s.procDebt = max(s.procDebt, -procCreditSeconds*s.cfg.Budget)
+	}
+	s.procAt, s.procCPU = now, cpu
+}
+
+// processWait returns how long a job of the lane (fast or not), estimated
+// to cost est seconds of CPU, must wait on the process account; 0: it may
+// run now. A job of the cheap path whose target has waited fastFloor times
+// its asked interval runs whatever the account says, so that detection
+// slows down under pressure but never stops.
+func (s *Scheduler) processWait(fast bool, waited, asked time.Duration, est float64) time.Duration {
+	if !s.process {
+		return 0
+	}
+	over := s.procDebt + min(est, procCreditSeconds*s.cfg.Budget)
+	if fast {
+		if waited >= fastFloor*asked {
+			return 0
+		}
+		over = s.procDebt - fastSlackSeconds*s.cfg.Budget
+	}
+	if over <= 0 {
+		return 0
+	}
+	return secondsDuration(over / s.cfg.Budget)
+}
+
+// scaleLocked returns what job costs are multiplied by in the plan and the
+// accounts: the process's overhead, or 1 with the process account, which
+// plans the CPU outside the jobs as a rate of its own (Scheduler.outside)
+// taken from what the cheap path leaves.
+func (s *Scheduler) scaleLocked() float64 {
+	if s.process {
+		return 1
+	}
+	return s.overhead
+}
+
+// noteAchievedLocked records that a target got the data of kind i after
+// gap, in the kind's moving average over about one round of the targets.
+func (s *Scheduler) noteAchievedLocked(i int, gap time.Duration) {
+	w := min(max(1/float64(max(len(s.targets), 1)), 0.02), 0.3)
+	if s.achieved[i] == 0 {
+		w = 1
+	}
+	s.achieved[i] = (1-w)*s.achieved[i] + w*gap.Seconds()
+}
+
+// Achieved returns the moving average of the time between two deliveries
+// of kind k's data to a target: the kind's own, or that of the kind
+// covering it when it is switched off. Unknown kinds and kinds not yet
+// delivered twice return 0.
+func (s *Scheduler) Achieved(k Kind) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, ok := s.idx[k]
+	if !ok {
+		return 0
+	}
+	a := s.achieved[i]
+	if len(s.plan) > i && s.plan[i].Off {
+		for j := range s.kinds {
+			if !s.plan[j].Off && slices.Contains(s.kinds[j].Covers, k) {
+				a = s.achieved[j]
+			}
+		}
+	}
+	return secondsDuration(a)
+}
+
+// ProcessRatio returns the process's CPU time per second of wall time over
+// the latest calibration period (every thread: sampling, scrapes,
+// discovery, the runtime), 0 before one.
+func (s *Scheduler) ProcessRatio() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.procRatio
+}
+
+// secondsDuration converts seconds to a Duration, capped at maxPlanned.
+func secondsDuration(v float64) time.Duration {
+	if math.IsNaN(v) || v >= maxPlanned.Seconds() {
+		return maxPlanned
+	}
+	return time.Duration(v * float64(time.Second))
+}

@@ -1,0 +1,106 @@
+//go:build linux
+
+package collector
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// burnOutside burns share of one core on a goroutine of its own, outside
+// any job (as scrapes, discovery and the runtime do in the agent), until
+// ctx ends.
+func burnOutside(ctx context.Context, wg *sync.WaitGroup, share float64) {
+	wg.Go(func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		const period = 50 * time.Millisecond
+		for ctx.Err() == nil {
+			c0 := threadCPU()
+			for threadCPU()-c0 < time.Duration(share*float64(period)) {
+				for range 10000 {
+				}
+			}
+			time.Sleep(period - time.Duration(share*float64(period)))
+		}
+	})
+}
+
+// runBurners runs a Scheduler over ten burners for d while CPU is burnt
+// outside the jobs, and returns the process's share of a core and the
+// burners.
+func runBurners(t *testing.T, sch *Scheduler, listen time.Duration, outside float64, d time.Duration) (float64, []*burner) {
+	t.Helper()
+	var bs []*burner
+	for i := range 10 {
+		b := &burner{cost: map[Kind]time.Duration{Listen: listen, Rare: 4 * time.Millisecond, Full: 6 * time.Millisecond}, runs: map[Kind]int{}}
+		bs = append(bs, b)
+		sch.Add(string(rune('a'+i)), b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var wg sync.WaitGroup
+	p0, w0 := processCPU(), time.Now()
+	burnOutside(ctx, &wg, outside)
+	sch.Run(ctx)
+	wg.Wait()
+	return (processCPU() - p0).Seconds() / time.Since(w0).Seconds(), bs
+}
+
+// With CountProcess, CPU the process burns outside the jobs comes out of
+// the budget: dumps give way, the process as a whole stays inside it.
+func TestSchedulerCountsProcessCPU(t *testing.T) {
+	const budget = 0.2
+	sch := NewScheduler(SchedulerConfig{Interval: 100 * time.Millisecond, Budget: budget, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	sch.CountProcess()
+	// Cheap path 10 x 0.5 ms every 100 ms (0.05 of a core), 0.1 burnt
+	// outside: dumps, which alone would take the rest of the budget and
+	// more, get what is left.
+	share, bs := runBurners(t, sch, 500*time.Microsecond, 0.1, 5*time.Second)
+	dumps, deliveries := 0, 0
+	for _, b := range bs {
+		dumps += b.count(Rare) + b.count(Full)
+		// Every kind delivers the cheap path's data.
+		deliveries += b.count(Listen) + b.count(Rare) + b.count(Full)
+	}
+	t.Logf("process %.3f of a core (budget %.2f), %d dumps, %d deliveries of the cheap path's data, plan %+v", share, budget, dumps, deliveries, sch.Plan())
+	// The account starts with no credit and lets the process run at most
+	// one dump over it; 10% for the test's own goroutines.
+	if share > budget*1.1+0.006/5 {
+		t.Errorf("the process used %.3f of a core, budget %.2f", share, budget)
+	}
+	// Every 100 ms for 5 s would be 500: the cheap path keeps most of its
+	// pace (the machine is shared: a generous margin).
+	if dumps == 0 || deliveries < 300 {
+		t.Errorf("%d dumps and %d deliveries of the cheap path's data in 5 s: the process account starves the jobs", dumps, deliveries)
+	}
+}
+
+// When CPU burnt outside the jobs leaves the cheap path too little, its
+// achieved interval says so, and so does Exceeded, although its plan
+// (from its own costs) holds the interval.
+func TestSchedulerFlagsAchievedInterval(t *testing.T) {
+	const budget = 0.1
+	sch := NewScheduler(SchedulerConfig{Interval: 100 * time.Millisecond, Budget: budget, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	sch.CountProcess()
+	// 0.15 of a core outside the jobs: more than the budget.
+	share, _ := runBurners(t, sch, 300*time.Microsecond, 0.15, 5*time.Second)
+	var listen KindPlan
+	for _, p := range sch.Plan() {
+		if p.Kind == Listen {
+			listen = p
+		}
+	}
+	t.Logf("process %.3f of a core, cheap path %+v", share, listen)
+	if listen.Planned > listen.Asked {
+		t.Errorf("cheap path planned at %v: its own cost (0.03 of a core) fits, the plan should hold %v", listen.Planned, listen.Asked)
+	}
+	if listen.Achieved < time.Duration(achievedSet*float64(listen.Asked)) || !listen.Exceeded {
+		t.Errorf("cheap path achieved %v (asked %v), exceeded %v: want it flagged", listen.Achieved, listen.Asked, listen.Exceeded)
+	}
+}
