@@ -55,7 +55,7 @@ func (s *Scheduler) processLocked(now time.Time) {
 	cpu := processCPU()
 	if !s.procAt.IsZero() {
 		dt := now.Sub(s.procAt).Seconds()
-		s.procDebt += (cpu-s.procCPU).Seconds() - s.cfg.Budget*dt
+		s.procDebt += (cpu - s.procCPU).Seconds() - s.cfg.Budget*dt
 		s.procDebt = max(s.procDebt, -procCreditSeconds*s.cfg.Budget)
 	}
 	s.procAt, s.procCPU = now, cpu
