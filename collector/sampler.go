@@ -201,8 +201,9 @@ type Sampler struct {
 }
 
 // sysctlsEvery is how often the cheap path reads the sysctls; dumps read
-// them every time.
-const sysctlsEvery = 5 * time.Second
+// them every time. Their reads (a dozen opens inside the namespace) cost
+// several times the rest of a cheap sample.
+const sysctlsEvery = 30 * time.Second
 
 // urgentFor is how long after a finding a Sampler counts as Urgent.
 const urgentFor = time.Minute

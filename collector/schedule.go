@@ -628,7 +628,7 @@ func (s *Scheduler) pickLocked(fast bool, now time.Time) (*schedTarget, int, tim
 		if w := s.processWait(fast, now.Sub(best.last[i]), p.Asked, s.estimate(best, i)); w > 0 {
 			// The whole process is over the budget: this lane waits
 			// (see CountProcess).
-			return nil, 0, minTime(next, now.Add(max(w, time.Millisecond)))
+			return nil, 0, minTime(next, now.Add(max(w, minProcessWait)))
 		}
 		if !best.last[i].IsZero() {
 			s.noteAchievedLocked(i, now.Sub(best.last[i]))

@@ -30,6 +30,12 @@ const (
 	fastFloor = 10
 )
 
+// minProcessWait is the shortest wait on the process account. The account
+// drains by the budget less what the process goes on using, so the wait
+// it computes is short of the real one; a floor keeps a lane from waking
+// again and again to find it still over.
+const minProcessWait = 25 * time.Millisecond
+
 // Hysteresis of the achieved interval in Exceeded: set above achievedSet
 // times the asked interval, cleared at achievedClear times.
 const (

@@ -3,7 +3,6 @@ package procnet
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -68,30 +67,13 @@ func NewReader(procRoot string) *Reader {
 // FIFO, say) is refused with ErrNotRegular rather than read (see
 // OpenRegular).
 func (r *Reader) readFile(path string) ([]byte, error) {
-	f, err := OpenRegular(path)
+	buf, err := readWhole(path, r.buf[:0])
+	if buf != nil {
+		r.buf = buf[:0]
+	}
 	if err != nil {
-		return nil, fmt.Errorf("procnet: %w", err)
+		return nil, err
 	}
-	defer f.Close()
-	buf := r.buf[:0]
-	for {
-		if len(buf) == cap(buf) {
-			if cap(buf) >= maxFileSize {
-				return nil, fmt.Errorf("procnet: %s: larger than %d bytes", path, maxFileSize)
-			}
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := f.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			r.buf = buf[:0]
-			return nil, fmt.Errorf("procnet: %w", err)
-		}
-	}
-	r.buf = buf[:0]
 	return buf, nil
 }
 
