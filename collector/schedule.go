@@ -149,6 +149,10 @@ type schedTarget struct {
 	cost     []float64
 	measured []bool
 	running  []bool
+	// warm is set once a Fast kind's first job ran: that one dials and
+	// opens what later jobs reuse, so it is charged but not taken as the
+	// kind's cost.
+	warm []bool
 	// urgent is what the Runner's Urgent said after its latest job.
 	urgent bool
 }
@@ -253,7 +257,7 @@ func (s *Scheduler) Add(key string, r Runner) {
 	s.mu.Lock()
 	s.nextOrd++
 	s.targets[key] = &schedTarget{key: key, r: r, order: s.nextOrd,
-		last: make([]time.Time, n), cost: make([]float64, n), measured: make([]bool, n), running: make([]bool, n)}
+		last: make([]time.Time, n), cost: make([]float64, n), measured: make([]bool, n), running: make([]bool, n), warm: make([]bool, n)}
 	s.dirty = true
 	s.mu.Unlock()
 	s.poke()
@@ -673,10 +677,13 @@ func (s *Scheduler) done(t *schedTarget, i int, start time.Time, cost time.Durat
 	if !ok {
 		return
 	}
-	if !t.measured[i] {
+	switch {
+	case s.kinds[i].Fast && !t.warm[i]:
+		t.warm[i] = true
+	case !t.measured[i]:
 		t.cost[i], t.measured[i] = c, true
 		s.dirty = true
-	} else {
+	default:
 		t.cost[i] = (1-ewmaWeight)*t.cost[i] + ewmaWeight*c
 	}
 }

@@ -16,7 +16,8 @@ import (
 // cheap path keeps its pace while dumps absorb the excess.
 const (
 	// procCreditSeconds bounds, in seconds of the budget, what the
-	// account banks while the process uses less than the budget: at the
+	// account banks while the process uses less than the budget (and what
+	// it owes when the process used more): at the
 	// default budget 0.2 s of CPU, about one full dump of a namespace that
 	// walks a shared hash of a million sockets. A dump waits until the
 	// account holds its estimated cost (or all it can bank), so that it
@@ -62,7 +63,10 @@ func (s *Scheduler) processLocked(now time.Time) {
 	if !s.procAt.IsZero() {
 		dt := now.Sub(s.procAt).Seconds()
 		s.procDebt += (cpu - s.procCPU).Seconds() - s.cfg.Budget*dt
-		s.procDebt = max(s.procDebt, -procCreditSeconds*s.cfg.Budget)
+		// A burst beyond the credit's size (the first round of every
+		// namespace's jobs at start) is forgiven rather than repaid
+		// by a minute of nothing.
+		s.procDebt = min(max(s.procDebt, -procCreditSeconds*s.cfg.Budget), procCreditSeconds*s.cfg.Budget)
 	}
 	s.procAt, s.procCPU = now, cpu
 }
