@@ -657,8 +657,8 @@ func (s *Scheduler) done(t *schedTarget, i int, start time.Time, cost time.Durat
 	defer s.mu.Unlock()
 	t.running[i] = false
 	t.urgent = urgent
-	s.jobCPU += cost
-	c := cost.Seconds()
+	c := s.chargeLocked(t, i, cost.Seconds())
+	s.jobCPU += secondsDuration(c)
 	s.drainLocked(time.Now())
 	base := 0.0
 	for _, ck := range s.kinds[i].Covers {

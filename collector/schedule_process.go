@@ -31,6 +31,27 @@ const (
 	fastFloor = 10
 )
 
+// outlierFactor: with the process account, a cheap job's cost beyond this
+// many times its target's usual cost is charged to the process account
+// alone, as CPU outside the jobs (see chargeLocked).
+const outlierFactor = 4
+
+// chargeLocked returns the part of a job's CPU (c seconds) that its kind's
+// account pays and its cost estimate sees. With the process account, a
+// cheap job that costs more than outlierFactor times its target's usual
+// (measured) cost pays only that much: the excess is work the job
+// happened to do for the whole node, such as the read of the eBPF event
+// maps that serves every namespace for half a second, or a periodic
+// read. That excess is still the process's CPU: the process account
+// counts it, and the plan reserves it from what the cheap path leaves, so
+// that dumps give way to it, not the cheap path.
+func (s *Scheduler) chargeLocked(t *schedTarget, i int, c float64) float64 {
+	if !s.process || !s.kinds[i].Fast || !t.measured[i] || t.cost[i] <= 0 {
+		return c
+	}
+	return min(c, outlierFactor*t.cost[i])
+}
+
 // minProcessWait is the shortest wait on the process account. The account
 // drains by the budget less what the process goes on using, so the wait
 // it computes is short of the real one; a floor keeps a lane from waking
