@@ -325,13 +325,18 @@ func (s *Scheduler) estimate(t *schedTarget, i int) float64 {
 // the share allows. A kind that covers others pays only its cost beyond
 // theirs, and switches off a covered kind it would run at least as often.
 func planKinds(kinds []JobKind, budget float64, asked func(i int) time.Duration, costs [][]float64) (plans []KindPlan, avail []float64) {
-	return planKindsReserving(kinds, budget, 0, asked, costs)
+	return planKindsReserving(kinds, budget, -1, asked, costs)
 }
 
-// planKindsReserving is planKinds with reserve (CPU seconds per second)
-// taken out of the budget after the Fast kinds: the process's CPU outside
-// the jobs, which the process account makes the dumps give way to.
+// planKindsReserving is planKinds for the process account (reserve >= 0):
+// reserve (CPU seconds per second) is taken out of the budget after the
+// Fast kinds, the process's CPU outside the jobs, which the process
+// account makes the dumps give way to; and a Fast kind is never switched
+// off, since the dumps that would stand in for it are what the process
+// account holds back first.
 func planKindsReserving(kinds []JobKind, budget, reserve float64, asked func(i int) time.Duration, costs [][]float64) (plans []KindPlan, avail []float64) {
+	keepFast := reserve >= 0
+	reserve = max(reserve, 0)
 	n := len(kinds)
 	plans = make([]KindPlan, n)
 	avail = make([]float64, n)
@@ -388,6 +393,9 @@ func planKindsReserving(kinds []JobKind, budget, reserve float64, asked func(i i
 		planned := max(p.Asked, secs(cost/a))
 		merged := false
 		for _, j := range on {
+			if keepFast && kinds[j].Fast {
+				continue
+			}
 			if plans[j].Planned >= planned {
 				plans[j].Off = true
 				left += plans[j].Rate
@@ -435,7 +443,7 @@ func (s *Scheduler) replanLocked(now time.Time) {
 		}
 		return s.cfg.Interval
 	}
-	reserve := 0.0
+	reserve := -1.0
 	if s.process {
 		reserve = s.outside
 	}

@@ -167,3 +167,23 @@ func TestSchedulerChargesOutliersToTheProcess(t *testing.T) {
 		t.Errorf("%d deliveries of the cheap path's data in 5 s, want most of 500", deliveries)
 	}
 }
+
+// With the process account the cheap path is never switched off for dumps
+// that would stand in for it: the account holds dumps back first.
+func TestPlanKeepsTheCheapPathWithTheProcessAccount(t *testing.T) {
+	costs := [][]float64{{0.0002, 0.005, 0.02}} // 100k sockets, host mode
+	asked := func(int) time.Duration { return time.Second }
+	plans, _ := planKinds(SamplerJobs(0), 0.05, asked, costs)
+	if !plans[0].Off {
+		t.Fatalf("without the process account the cheap path is switched off at 100k (full dumps every second): %+v", plans[0])
+	}
+	plans, _ = planKindsReserving(SamplerJobs(0), 0.05, 0.01, asked, costs)
+	if plans[0].Off || plans[0].Planned != time.Second {
+		t.Errorf("with the process account: cheap path %+v, want on, every second", plans[0])
+	}
+	// The reserve comes out of what the cheap path leaves: full dumps of
+	// 20 ms (beyond the cheap path's 0.2 ms) in 0.05-0.0002-0.01 of a core.
+	if got := plans[len(plans)-1].Planned.Seconds(); got < 0.0198/0.0398*0.999 && got != 1 {
+		t.Errorf("full dumps every %.3fs", got)
+	}
+}
