@@ -214,6 +214,11 @@ type Scheduler struct {
 	procAt   time.Time
 	procCPU  time.Duration
 	procDebt float64
+	// fastDebt is the same balance without the dumps' CPU; dumpCPU sums
+	// the CPU of the jobs of kinds that are not Fast, procDumps its value
+	// at procAt.
+	fastDebt           float64
+	dumpCPU, procDumps time.Duration
 }
 
 // NewScheduler returns a Scheduler; add targets with Add and start it with
@@ -667,6 +672,9 @@ func (s *Scheduler) done(t *schedTarget, i int, start time.Time, cost time.Durat
 	t.urgent = urgent
 	c := s.chargeLocked(t, i, cost.Seconds())
 	s.jobCPU += secondsDuration(c)
+	if !s.kinds[i].Fast {
+		s.dumpCPU += cost
+	}
 	s.drainLocked(time.Now())
 	base := 0.0
 	for _, ck := range s.kinds[i].Covers {

@@ -38,7 +38,7 @@ func (s *Scheduler) Collector(logger *slog.Logger) prometheus.Collector {
 		cpu:      d("tcpstate_schedule_cpu_ratio", "Fraction of one core the plan lets the jobs of a kind use, from their measured costs."),
 		achieved: d("tcpstate_schedule_interval_achieved_seconds", "Moving average, over about one round of the sampled network namespaces, of the time between two deliveries of a kind's data to a namespace (0 before any)."),
 		process:  prometheus.NewDesc("tcpstate_schedule_process_cpu_ratio", "Fraction of one core the whole process used over the latest 10 s calibration period (sampling, scrapes, discovery, the runtime); the agent holds it within --sample.cpu-budget (0 before the first period).", nil, nil),
-		overhead: prometheus.NewDesc("tcpstate_schedule_overhead_ratio", "The process's CPU per second of CPU its sampling jobs measured (at least 1); the plan scales every job's cost by it so that the whole process holds the budget.", nil, nil),
+		overhead: prometheus.NewDesc("tcpstate_schedule_overhead_ratio", "The process's CPU per second of CPU its sampling jobs measured (at least 1). The agent plans the CPU beyond its jobs' as a rate of its own, taken from what the cheap path leaves; a Scheduler without the process account scales every job's cost by this ratio.", nil, nil),
 	}
 }
 

@@ -10,15 +10,15 @@ import (
 // CPU, scaled by the process's overhead (calibrateLocked); what they miss
 // (overhead that does not follow the jobs: discovery, scrapes, the
 // runtime; an overhead estimate that lags) the process account catches.
-// It compares the process's own CPU time (getrusage) with the budget
-// since the Scheduler started: while the process is over, dumps wait, and
-// the cheap path waits once it is fastSlackSeconds over, so that the
-// cheap path keeps its pace while dumps absorb the excess.
+// It compares the process's own CPU time (CLOCK_PROCESS_CPUTIME_ID) with
+// the budget since the Scheduler started: while the process is over, dumps
+// wait; the cheap path waits only when the process without its dumps is
+// fastSlackSeconds over, so that the cheap path keeps its pace while dumps
+// absorb the excess.
 const (
 	// procCreditSeconds bounds, in seconds of the budget, what the
 	// account banks while the process uses less than the budget (and what
-	// it owes when the process used more): at the
-	// default budget 0.2 s of CPU, about one full dump of a namespace that
+	// the cheap path's balance owes): at the default budget 0.2 s of CPU, about one full dump of a namespace that
 	// walks a shared hash of a million sockets. A dump waits until the
 	// account holds its estimated cost (or all it can bank), so that it
 	// ends inside the budget.
@@ -75,21 +75,27 @@ func (s *Scheduler) CountProcess() {
 	s.mu.Unlock()
 }
 
-// processLocked brings the process account up to now.
+// processLocked brings the process account up to now. It keeps two
+// balances: the whole process's (procDebt), which dumps wait on, and the
+// process's without the dumps' CPU (fastDebt), which the cheap path waits
+// on, so that a dump that overran never holds the cheap path back.
 func (s *Scheduler) processLocked(now time.Time) {
 	if !s.process {
 		return
 	}
 	cpu := processCPU()
+	credit := procCreditSeconds * s.cfg.Budget
 	if !s.procAt.IsZero() {
 		dt := now.Sub(s.procAt).Seconds()
-		s.procDebt += (cpu - s.procCPU).Seconds() - s.cfg.Budget*dt
-		// A burst beyond the credit's size (the first round of every
-		// namespace's jobs at start) is forgiven rather than repaid
-		// by a minute of nothing.
-		s.procDebt = min(max(s.procDebt, -procCreditSeconds*s.cfg.Budget), procCreditSeconds*s.cfg.Budget)
+		used := (cpu - s.procCPU).Seconds()
+		dumps := (s.dumpCPU - s.procDumps).Seconds()
+		s.procDebt = max(s.procDebt+used-s.cfg.Budget*dt, -credit)
+		// A burst beyond the credit's size (the first cheap job of every
+		// namespace at start) is forgiven rather than repaid by seconds
+		// without a cheap path.
+		s.fastDebt = min(max(s.fastDebt+used-dumps-s.cfg.Budget*dt, -credit), credit)
 	}
-	s.procAt, s.procCPU = now, cpu
+	s.procAt, s.procCPU, s.procDumps = now, cpu, s.dumpCPU
 }
 
 // processWait returns how long a job of the lane (fast or not), estimated
@@ -106,7 +112,7 @@ func (s *Scheduler) processWait(fast bool, waited, asked time.Duration, est floa
 		if waited >= fastFloor*asked {
 			return 0
 		}
-		over = s.procDebt - fastSlackSeconds*s.cfg.Budget
+		over = s.fastDebt - fastSlackSeconds*s.cfg.Budget
 	}
 	if over <= 0 {
 		return 0
