@@ -160,8 +160,12 @@ func TestSchedulerChargesOutliersToTheProcess(t *testing.T) {
 	if listen.Planned > listen.Asked {
 		t.Errorf("cheap path planned at %v, asked %v: the spikes were charged to it", listen.Planned, listen.Asked)
 	}
-	if share > budget*1.1+0.01/5 {
-		t.Errorf("the process used %.3f of a core, budget %.2f", share, budget)
+	// While the cheap path and its spikes (0.07 of a core) leave part of
+	// the budget unused, the account banks it (up to procCreditSeconds of
+	// the budget) and dumps may spend it later: over 5 s the process may
+	// be that much over on top of 10%.
+	if limit := budget*1.1 + procCreditSeconds*budget/5; share > limit {
+		t.Errorf("the process used %.3f of a core, budget %.2f (at most %.3f over 5 s)", share, budget, limit)
 	}
 	if deliveries < 300 {
 		t.Errorf("%d deliveries of the cheap path's data in 5 s, want most of 500", deliveries)
