@@ -120,3 +120,15 @@ func (r *Reader) readNet(i int, path string) ([]byte, error) {
 		buf = make([]byte, 2*len(buf))
 	}
 }
+
+// room returns buf with space for at least one more byte, refusing to grow
+// past maxFileSize: a file that large is not procfs.
+func room(buf []byte, path string) ([]byte, error) {
+	if len(buf) < cap(buf) {
+		return buf, nil
+	}
+	if cap(buf) >= maxFileSize {
+		return buf, fmt.Errorf("procnet: %s: larger than %d bytes", path, maxFileSize)
+	}
+	return append(buf, 0)[:len(buf)], nil
+}

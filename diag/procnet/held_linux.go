@@ -40,11 +40,9 @@ func readWhole(path string, buf []byte) ([]byte, error) {
 	}
 	buf = buf[:0]
 	for {
-		if len(buf) == cap(buf) {
-			if cap(buf) >= maxFileSize {
-				return buf, fmt.Errorf("procnet: %s: larger than %d bytes", path, maxFileSize)
-			}
-			buf = append(buf, 0)[:len(buf)]
+		var err error
+		if buf, err = room(buf, path); err != nil {
+			return buf, err
 		}
 		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
 		if err == unix.EINTR {
