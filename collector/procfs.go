@@ -51,32 +51,35 @@ type readError struct {
 //
 // also, when set, runs inside the namespace after the reads (the same
 // entry), for reads that are not every sample's.
+//
+// A read without sysctls and without also (the cheap path's, most
+// seconds) makes r hold the net files open the first time, from inside the
+// namespace; from then on such reads are one pread per file on the calling
+// thread, without entering the namespace (see procnet.Reader.Hold). Where
+// r cannot hold them (a --path.procfs tree that is not procfs) every read
+// enters the namespace and opens them.
 func readProcfs(r *procnet.Reader, inNetns func(func() error) error, withSysctls bool, also func()) (ProcfsValues, []readError, time.Duration) {
 	var k ProcfsValues
 	var errs []readError
 	var other time.Duration
-	caller := threadID()
 	fail := func(file string, err error) { errs = append(errs, readError{file, err}) }
+	direct := !withSysctls && also == nil
+	if direct && r.Held() {
+		readNetFiles(r, &k, fail)
+		return k, errs, 0
+	}
+	caller := threadID()
 	err := inNetns(func() error {
 		if tid := threadID(); tid != caller {
 			cpu0 := threadCPU()
 			defer func() { other = threadCPU() - cpu0 }()
 		}
-		if err := r.ReadNetstat(&k.Counters); err != nil {
-			fail(fileNetstat, err)
+		if direct {
+			// Failure leaves r opening the files at every read, as
+			// before: slower, nothing lost.
+			_ = r.Hold()
 		}
-		if err := r.ReadSNMP(&k.Counters); err != nil {
-			fail(fileSNMP, err)
-		}
-		if err := r.ReadSockstat(&k.Sockstat); err != nil {
-			for _, e := range leafErrors(err) {
-				file := fileSockstat
-				if errFile(e) == fileSockstat6 {
-					file = fileSockstat6
-				}
-				fail(file, e)
-			}
-		}
+		readNetFiles(r, &k, fail)
 		for _, s := range sysctls {
 			if !withSysctls {
 				break
@@ -97,6 +100,26 @@ func readProcfs(r *procnet.Reader, inNetns func(func() error) error, withSysctls
 		return ProcfsValues{}, []readError{{fileNetns, err}}, other
 	}
 	return k, errs, other
+}
+
+// readNetFiles reads netstat, snmp and sockstat (and sockstat6) into k and
+// reports each file that fails.
+func readNetFiles(r *procnet.Reader, k *ProcfsValues, fail func(file string, err error)) {
+	if err := r.ReadNetstat(&k.Counters); err != nil {
+		fail(fileNetstat, err)
+	}
+	if err := r.ReadSNMP(&k.Counters); err != nil {
+		fail(fileSNMP, err)
+	}
+	if err := r.ReadSockstat(&k.Sockstat); err != nil {
+		for _, e := range leafErrors(err) {
+			file := fileSockstat
+			if errFile(e) == fileSockstat6 {
+				file = fileSockstat6
+			}
+			fail(file, e)
+		}
+	}
 }
 
 // isSysctlFile reports whether a kernel file name is a sysctl's.

@@ -127,9 +127,14 @@ type KindPlan struct {
 	// Off is set when a covering kind runs at least as often: this kind's
 	// own jobs then run only to measure their cost once per target.
 	Off bool
-	// Exceeded is set while the budget cannot hold the asked interval
-	// (planned more than 10% over asked; cleared at the asked interval).
+	// Exceeded is set while the budget cannot hold the asked interval:
+	// planned more than 10% over asked, or achieved (Achieved) more than
+	// 15% over; cleared when planned is back at asked and achieved within
+	// 5% of it.
 	Exceeded bool
+	// Achieved is the moving average of the time between two deliveries
+	// of the kind's data to a target (0 before any).
+	Achieved time.Duration
 }
 
 // schedTarget is one target's scheduling state.
@@ -144,6 +149,12 @@ type schedTarget struct {
 	cost     []float64
 	measured []bool
 	running  []bool
+	// warm is set once a Fast kind's first job ran: that one dials and
+	// opens what later jobs reuse, so it is charged but not taken as the
+	// kind's cost.
+	warm []bool
+	// urgent is what the Runner's Urgent said after its latest job.
+	urgent bool
 }
 
 // Scheduler runs the periodic kernel work of many targets inside one CPU
@@ -184,6 +195,30 @@ type Scheduler struct {
 	calAt            time.Time
 	calProc, calJobs time.Duration
 	jobCPU           time.Duration
+	// procRatio is the process's CPU per second of wall time over the
+	// latest calibration period (0 before one).
+	procRatio float64
+	// outside is the process's CPU per second outside the jobs, a moving
+	// average over calibration periods.
+	outside float64
+
+	// achieved holds, per kind, the moving average of the time between
+	// two deliveries of the kind's data to a target.
+	achieved []float64
+
+	// The process account (see CountProcess): whether it is kept, the
+	// process's CPU and the time of its latest reading, and the CPU
+	// seconds the process used beyond the budget since (negative: what it
+	// left unused, down to -procCredit).
+	process  bool
+	procAt   time.Time
+	procCPU  time.Duration
+	procDebt float64
+	// fastDebt is the same balance without the dumps' CPU; dumpCPU sums
+	// the CPU of the jobs of kinds that are not Fast, procDumps its value
+	// at procAt.
+	fastDebt           float64
+	dumpCPU, procDumps time.Duration
 }
 
 // NewScheduler returns a Scheduler; add targets with Add and start it with
@@ -207,6 +242,7 @@ func NewScheduler(cfg SchedulerOptions) *Scheduler {
 		idx:      map[Kind]int{},
 		targets:  map[string]*schedTarget{},
 		debt:     make([]float64, len(cfg.Kinds)),
+		achieved: make([]float64, len(cfg.Kinds)),
 		wake:     [2]chan struct{}{make(chan struct{}, 1), make(chan struct{}, 1)},
 		dirty:    true,
 		overhead: 1,
@@ -226,7 +262,7 @@ func (s *Scheduler) Add(key string, r Runner) {
 	s.mu.Lock()
 	s.nextOrd++
 	s.targets[key] = &schedTarget{key: key, r: r, order: s.nextOrd,
-		last: make([]time.Time, n), cost: make([]float64, n), measured: make([]bool, n), running: make([]bool, n)}
+		last: make([]time.Time, n), cost: make([]float64, n), measured: make([]bool, n), running: make([]bool, n), warm: make([]bool, n)}
 	s.dirty = true
 	s.mu.Unlock()
 	s.poke()
@@ -294,6 +330,18 @@ func (s *Scheduler) estimate(t *schedTarget, i int) float64 {
 // the share allows. A kind that covers others pays only its cost beyond
 // theirs, and switches off a covered kind it would run at least as often.
 func planKinds(kinds []JobKind, budget float64, asked func(i int) time.Duration, costs [][]float64) (plans []KindPlan, avail []float64) {
+	return planKindsReserving(kinds, budget, -1, asked, costs)
+}
+
+// planKindsReserving is planKinds for the process account (reserve >= 0):
+// reserve (CPU seconds per second) is taken out of the budget after the
+// Fast kinds, the process's CPU outside the jobs, which the process
+// account makes the dumps give way to; and a Fast kind is never switched
+// off, since the dumps that would stand in for it are what the process
+// account holds back first.
+func planKindsReserving(kinds []JobKind, budget, reserve float64, asked func(i int) time.Duration, costs [][]float64) (plans []KindPlan, avail []float64) {
+	keepFast := reserve >= 0
+	reserve = max(reserve, 0)
 	n := len(kinds)
 	plans = make([]KindPlan, n)
 	avail = make([]float64, n)
@@ -308,7 +356,11 @@ func planKinds(kinds []JobKind, budget float64, asked func(i int) time.Duration,
 		return time.Duration(v * float64(time.Second))
 	}
 	left := budget
+	reserved := false
 	for i, k := range kinds {
+		if !k.Fast && !reserved {
+			left, reserved = max(left-reserve, 0), true
+		}
 		p := &plans[i]
 		p.Kind, p.Asked, p.Targets = k.Kind, asked(i), len(costs)
 		share := k.Share
@@ -346,6 +398,9 @@ func planKinds(kinds []JobKind, budget float64, asked func(i int) time.Duration,
 		planned := max(p.Asked, secs(cost/a))
 		merged := false
 		for _, j := range on {
+			if keepFast && kinds[j].Fast {
+				continue
+			}
 			if plans[j].Planned >= planned {
 				plans[j].Off = true
 				left += plans[j].Rate
@@ -375,10 +430,15 @@ func planKinds(kinds []JobKind, budget float64, asked func(i int) time.Duration,
 // budget starts or stops holding.
 func (s *Scheduler) replanLocked(now time.Time) {
 	costs := make([][]float64, 0, len(s.targets))
+	waits := make([]time.Duration, len(s.kinds))
+	scale := s.scaleLocked()
 	for _, t := range s.targets {
 		tc := make([]float64, len(s.kinds))
 		for i := range s.kinds {
-			tc[i] = s.estimate(t, i) * s.overhead
+			tc[i] = s.estimate(t, i) * scale
+			if !t.last[i].IsZero() {
+				waits[i] = max(waits[i], now.Sub(t.last[i]))
+			}
 		}
 		costs = append(costs, tc)
 	}
@@ -388,7 +448,14 @@ func (s *Scheduler) replanLocked(now time.Time) {
 		}
 		return s.cfg.Interval
 	}
-	plans, avail := planKinds(s.kinds, s.cfg.Budget, asked, costs)
+	reserve := -1.0
+	if s.process {
+		reserve = s.outside
+	}
+	plans, avail := planKindsReserving(s.kinds, s.cfg.Budget, reserve, asked, costs)
+	for i := range plans {
+		plans[i].Achieved = secondsDuration(s.achieved[i])
+	}
 	if len(s.since) != len(plans) {
 		s.since = make([]time.Time, len(plans))
 	}
@@ -396,17 +463,20 @@ func (s *Scheduler) replanLocked(now time.Time) {
 		p := &plans[i]
 		was := len(s.plan) > i && s.plan[i].Exceeded
 		var now2 bool
+		// What targets get: the moving average of the gaps, or longer
+		// when a target has waited longer than that by now.
+		got := max(s.achieved[i], waits[i].Seconds())
 		switch {
+		case p.Off && was:
+			// Its data comes with the covering kind's jobs: only
+			// what they deliver counts.
+			now2 = got > achievedClear*p.Asked.Seconds()
 		case p.Off:
-			// Its data comes with the covering kind's jobs; the state
-			// stays as it was, without a log line.
-			p.Exceeded = was
-			s.since[i] = time.Time{}
-			continue
+			now2 = got > achievedSet*p.Asked.Seconds()
 		case was:
-			now2 = p.Planned > p.Asked
+			now2 = p.Planned > p.Asked || got > achievedClear*p.Asked.Seconds()
 		default:
-			now2 = float64(p.Planned) > 1.1*float64(p.Asked)
+			now2 = float64(p.Planned) > 1.1*float64(p.Asked) || got > achievedSet*p.Asked.Seconds()
 		}
 		// A change must hold for exceededHold before it is published and
 		// logged: costs measured one target at a time make the plan
@@ -426,7 +496,8 @@ func (s *Scheduler) replanLocked(now time.Time) {
 		p.Exceeded = now2
 		if p.Exceeded {
 			s.cfg.Logger.Info("the CPU budget cannot hold the sampling interval asked; sampling less often",
-				"kind", p.Kind, "asked", p.Asked, "planned", p.Planned.Round(time.Millisecond), "targets", p.Targets, "cpu_budget", s.cfg.Budget)
+				"kind", p.Kind, "asked", p.Asked, "planned", p.Planned.Round(time.Millisecond),
+				"achieved", secondsDuration(max(s.achieved[i], waits[i].Seconds())).Round(time.Millisecond), "targets", p.Targets, "cpu_budget", s.cfg.Budget)
 		} else {
 			s.cfg.Logger.Info("the CPU budget holds the sampling interval asked again", "kind", p.Kind, "asked", p.Asked, "targets", p.Targets)
 		}
@@ -455,6 +526,15 @@ func (s *Scheduler) calibrateLocked(now time.Time) {
 	}
 	proc := processCPU()
 	dp, dj := proc-s.calProc, s.jobCPU-s.calJobs
+	wall := now.Sub(s.calAt).Seconds()
+	s.procRatio = dp.Seconds() / wall
+	out := max(dp-dj, 0).Seconds() / wall
+	if s.outside == 0 {
+		s.outside = out
+	} else {
+		s.outside = 0.5*s.outside + 0.5*out
+	}
+	s.dirty = true
 	if dj >= 10*time.Millisecond && dp > 0 {
 		r := min(max(dp.Seconds()/dj.Seconds(), 1), maxOverhead)
 		s.overhead = 0.5*s.overhead + 0.5*r
@@ -505,13 +585,15 @@ const exceededHold = 2 * time.Second
 const urgentWeight = 2
 
 // pickLocked returns the next job of the lane (fast or not) due at now, or
-// the time to look again.
-func (s *Scheduler) pickLocked(fast bool, now time.Time, urgent map[string]bool) (*schedTarget, int, time.Time) {
+// the time to look again. It looks at every target once per kind of the
+// lane: O(targets) per job.
+func (s *Scheduler) pickLocked(fast bool, now time.Time) (*schedTarget, int, time.Time) {
 	s.calibrateLocked(now)
 	if s.dirty || now.Sub(s.planned) >= 250*time.Millisecond {
 		s.replanLocked(now)
 	}
 	s.drainLocked(now)
+	s.processLocked(now)
 	next := now.Add(time.Second)
 	// Covering kinds first: a full dump due at once makes the rare one
 	// unnecessary.
@@ -528,7 +610,14 @@ func (s *Scheduler) pickLocked(fast bool, now time.Time, urgent map[string]bool)
 		var best *schedTarget
 		var bestPrio float64
 		for _, t := range s.targets {
-			if t.running[i] || (p.Off && t.measured[i]) {
+			if t.running[i] {
+				continue
+			}
+			// A kind switched off runs once per target to be
+			// measured, and again only where the kind covering it has
+			// not delivered for fastFloor asked intervals (held back
+			// by the process account, or failing).
+			if p.Off && t.measured[i] && now.Sub(t.last[i]) < fastFloor*p.Asked {
 				continue
 			}
 			if t.last[i].IsZero() {
@@ -543,16 +632,25 @@ func (s *Scheduler) pickLocked(fast bool, now time.Time, urgent map[string]bool)
 				continue
 			}
 			prio := now.Sub(t.last[i]).Seconds()
-			if urgent[t.key] {
+			if t.urgent {
 				prio *= urgentWeight
 			}
 			if best == nil || prio > bestPrio || (prio == bestPrio && t.order < best.order) {
 				best, bestPrio = t, prio
 			}
 		}
-		if best != nil {
-			return best, i, now
+		if best == nil {
+			continue
 		}
+		if w := s.processWait(fast, now.Sub(best.last[i]), p.Asked, s.estimate(best, i)); w > 0 {
+			// The whole process is over the budget: this lane waits
+			// (see CountProcess).
+			return nil, 0, minTime(next, now.Add(max(w, minProcessWait)))
+		}
+		if !best.last[i].IsZero() {
+			s.noteAchievedLocked(i, now.Sub(best.last[i]))
+		}
+		return best, i, now
 	}
 	return nil, 0, next
 }
@@ -566,13 +664,17 @@ func minTime(a, b time.Time) time.Time {
 
 // done records a finished job: its cost is charged to its kind's account
 // (and, for a covering kind, the covered kinds' estimates to theirs, since
-// it stands in for their jobs).
-func (s *Scheduler) done(t *schedTarget, i int, start time.Time, cost time.Duration, ok bool) {
+// it stands in for their jobs), and whether its target is urgent now.
+func (s *Scheduler) done(t *schedTarget, i int, start time.Time, cost time.Duration, ok, urgent bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t.running[i] = false
-	s.jobCPU += cost
-	c := cost.Seconds()
+	t.urgent = urgent
+	c := s.chargeLocked(t, i, cost.Seconds())
+	s.jobCPU += secondsDuration(c)
+	if !s.kinds[i].Fast {
+		s.dumpCPU += cost
+	}
 	s.drainLocked(time.Now())
 	base := 0.0
 	for _, ck := range s.kinds[i].Covers {
@@ -580,21 +682,24 @@ func (s *Scheduler) done(t *schedTarget, i int, start time.Time, cost time.Durat
 			if !s.plan[j].Off {
 				e := s.estimate(t, j)
 				base = max(base, e)
-				s.debt[j] += min(e, c) * s.overhead
+				s.debt[j] += min(e, c) * s.scaleLocked()
 			}
 			if ok {
 				t.last[j] = start
 			}
 		}
 	}
-	s.debt[s.account(i)] += max(c-base, 0) * s.overhead
+	s.debt[s.account(i)] += max(c-base, 0) * s.scaleLocked()
 	if !ok {
 		return
 	}
-	if !t.measured[i] {
+	switch {
+	case s.kinds[i].Fast && !t.warm[i]:
+		t.warm[i] = true
+	case !t.measured[i]:
 		t.cost[i], t.measured[i] = c, true
 		s.dirty = true
-	} else {
+	default:
 		t.cost[i] = (1-ewmaWeight)*t.cost[i] + ewmaWeight*c
 	}
 }
@@ -635,22 +740,9 @@ func (s *Scheduler) lane(ctx context.Context, fast bool) {
 		wake = s.wake[0]
 	}
 	for ctx.Err() == nil {
-		// Ask for urgency outside the lock: Runners take their own locks.
-		s.mu.Lock()
-		ts := make([]*schedTarget, 0, len(s.targets))
-		for _, t := range s.targets {
-			ts = append(ts, t)
-		}
-		s.mu.Unlock()
-		urgent := map[string]bool{}
-		for _, t := range ts {
-			if t.r.Urgent() {
-				urgent[t.key] = true
-			}
-		}
 		now := time.Now()
 		s.mu.Lock()
-		t, i, next := s.pickLocked(fast, now, urgent)
+		t, i, next := s.pickLocked(fast, now)
 		if t != nil {
 			t.running[i] = true
 			t.last[i] = now
@@ -675,7 +767,10 @@ func (s *Scheduler) lane(ctx context.Context, fast bool) {
 		cpu0 := threadCPU()
 		other, err := t.r.RunJob(s.kinds[i].Kind)
 		cost := threadCPU() - cpu0 + other
-		s.done(t, i, now, cost, err == nil)
+		// Urgency changes with a job's findings (and expires with
+		// time, which the target's next job sees): asked once per job,
+		// outside the lock, since Runners take their own locks.
+		s.done(t, i, now, cost, err == nil, t.r.Urgent())
 		if errors.Is(err, ErrNotReady) {
 			s.retrySoon(t, i, now)
 		}

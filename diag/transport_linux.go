@@ -3,7 +3,10 @@
 package diag
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math/rand/v2"
+	"os"
 	"runtime"
 	"syscall"
 	"time"
@@ -52,9 +55,9 @@ func DialTransport(cfg *DialOptions) (Transport, error) {
 	return t, nil
 }
 
-// netlinkTransport sends through mdlayher/netlink and receives with recvmsg
-// into the caller's buffer, through the socket's syscall.RawConn: netlink's
-// own Receive allocates a buffer and a message slice per datagram, which at
+// netlinkTransport writes requests and receives with recvmsg into the
+// caller's buffer, through the syscall.RawConn of a socket mdlayher/netlink
+// opened (in the namespace asked for): netlink's own Receive allocates a buffer and a message slice per datagram, which at
 // a million sockets is thousands of allocations per dump.
 type netlinkTransport struct {
 	c  *netlink.Conn
@@ -67,6 +70,13 @@ type netlinkTransport struct {
 	n      int
 	errno  syscall.Errno
 	readFn func(fd uintptr) bool
+
+	// The request being sent and the sequence number of the latest.
+	seq     uint32
+	wbuf    []byte
+	wmsg    []byte
+	werr    error
+	writeFn func(fd uintptr) bool
 }
 
 func newNetlinkTransport(c *netlink.Conn) (*netlinkTransport, error) {
@@ -74,8 +84,10 @@ func newNetlinkTransport(c *netlink.Conn) (*netlinkTransport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sock_diag: raw access to netlink socket: %w", err)
 	}
-	t := &netlinkTransport{c: c, rc: rc}
+	// A random first sequence number, as mdlayher/netlink chooses.
+	t := &netlinkTransport{c: c, rc: rc, seq: rand.Uint32()}
 	t.readFn = t.recvmsg
+	t.writeFn = t.write
 	return t, nil
 }
 
@@ -97,18 +109,47 @@ func (t *netlinkTransport) recvmsg(fd uintptr) bool {
 	}
 }
 
+// Send writes one request with NLM_F_REQUEST|NLM_F_DUMP through the
+// socket's RawConn. mdlayher/netlink's Send starts a goroutine per call to
+// watch its context, which on the cheap path (a LISTEN-only dump every
+// second for every namespace) cost more than the dump; this does not.
 func (t *netlinkTransport) Send(msgType uint16, payload []byte) (uint32, error) {
-	m, err := t.c.Send(netlink.Message{
-		Header: netlink.Header{
-			Type:  netlink.HeaderType(msgType),
-			Flags: netlink.Request | netlink.Dump,
-		},
-		Data: payload,
-	})
-	if err != nil {
-		return 0, err
+	t.seq++
+	n := unix.NLMSG_HDRLEN + len(payload)
+	if cap(t.wbuf) < n {
+		t.wbuf = make([]byte, n)
 	}
-	return m.Header.Sequence, nil
+	b := t.wbuf[:n]
+	binary.NativeEndian.PutUint32(b[0:4], uint32(n))
+	binary.NativeEndian.PutUint16(b[4:6], msgType)
+	binary.NativeEndian.PutUint16(b[6:8], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	binary.NativeEndian.PutUint32(b[8:12], t.seq)
+	binary.NativeEndian.PutUint32(b[12:16], 0) // the kernel fills in the sender
+	copy(b[unix.NLMSG_HDRLEN:], payload)
+	t.wmsg = b
+	err := t.rc.Write(t.writeFn)
+	t.wmsg = nil
+	if err == nil {
+		err = t.werr
+	}
+	if err != nil {
+		return 0, os.NewSyscallError("sendmsg", err)
+	}
+	return t.seq, nil
+}
+
+func (t *netlinkTransport) write(fd uintptr) bool {
+	for {
+		_, err := unix.Write(int(fd), t.wmsg)
+		switch err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // wait for the poller
+		}
+		t.werr = err
+		return true
+	}
 }
 
 func (t *netlinkTransport) Receive(b []byte) (int, bool, error) {
@@ -147,10 +188,13 @@ func startClock() func() (wall, cpu time.Duration) {
 	}
 }
 
+// threadCPU returns the calling thread's CPU time from
+// CLOCK_THREAD_CPUTIME_ID, which is exact for the running thread (getrusage
+// RUSAGE_THREAD moves only at scheduler ticks).
 func threadCPU() time.Duration {
-	var ru unix.Rusage
-	if err := unix.Getrusage(unix.RUSAGE_THREAD, &ru); err != nil {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
 		return 0
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return time.Duration(ts.Nano())
 }

@@ -7,14 +7,19 @@
 # runs with default flags (--netns=all, 1 s interval, 0.05 budget) in the
 # agent's own namespace; after WARMUP_SECONDS (40) the script measures the
 # process's CPU share over MEASURE_SECONDS (60) and reads /metrics: the
-# schedule's plan per kind, whether the budget holds it, the cheap path's
-# achieved interval per namespace and the measured cost of one full dump
-# of a namespace. Prints a table (markdown). Needs root, sockfill and the
+# schedule's plan and achieved interval per kind, whether the budget holds
+# it, the process's own CPU ratio, the interval between the two latest
+# samples of each kind per namespace, and the measured cost of one full
+# dump of a namespace, with the load average at the end. Prints a table
+# (markdown); the /metrics of each run are left in OUT_DIR (/tmp). Needs root, sockfill and the
 # exporter (built here), and takes the machine-wide lock itself unless
 # BENCH_LOCK_HELD=1 says the caller holds /tmp/bench.lock.
 #
 # With TEST_1M=1 it then runs the opt-in 1M-socket host-mode SYN flood
 # scenario (go test -run TestHostSynFloodAt1M ./collector/netns/).
+#
+# MODES (default "shared private") picks the runs; EXPORTER_FLAGS adds
+# flags to the exporter's.
 #
 #   scripts/bench-netns.sh
 set -euo pipefail
@@ -88,7 +93,8 @@ run() {
   for n in "${names[@]}"; do inodes+=("$(stat -L -c %i "/run/netns/$n")"); done
   echo "== $mode: $nns namespaces x $(( per_ns * 2 )) sockets up in $(( $(date +%s) - t0 ))s; tcp_ehash_entries in one: $eh" >&2
 
-  "$tmp/exporter" --netns=all --web.listen-address=127.0.0.1:$port --log.level=info 2>"$tmp/exporter.$mode.log" &
+  # shellcheck disable=SC2086 # EXPORTER_FLAGS is a list of flags
+  "$tmp/exporter" --netns=all --web.listen-address=127.0.0.1:$port --log.level=info ${EXPORTER_FLAGS:-} 2>"$tmp/exporter.$mode.log" &
   local exp=$!
   pids+=($exp)
   for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$port/-/ready" >/dev/null && break; sleep 0.5; done
@@ -99,21 +105,28 @@ run() {
   tck=$(getconf CLK_TCK)
   curl -sf "http://127.0.0.1:$port/metrics" > "$tmp/metrics"
   local share; share=$(awk -v a="$c1" -v b="$c2" -v h="$tck" -v s="$measure" 'BEGIN{printf "%.4f", (b-a)/h/s}')
-  local row="| $mode | $eh | $share"
+  local pr; pr=$(grep "^tcpstate_schedule_process_cpu_ratio " "$tmp/metrics" | awk '{printf "%.4f", $NF}' || true)
+  local row="| $mode | $eh | $share | $pr"
+  # Per kind: the plan and the scheduler's achieved interval (moving
+  # average over a round of the namespaces).
   for k in listen rare full; do
-    row+=" | $(metric tcpstate_schedule_interval_planned_seconds "kind=\"$k\"" | awk '{printf "%.1f", $1}') s"
+    row+=" | $(metric tcpstate_schedule_interval_planned_seconds "kind=\"$k\"" | awk '{printf "%.1f", $1}') / $(metric tcpstate_schedule_interval_achieved_seconds "kind=\"$k\"" | awk '{printf "%.1f", $1}') s"
   done
   local ex; ex=$(metric tcpstate_sample_budget_exceeded "" | awk '{s+=$1} END{print s+0}')
   row+=" | $ex"
-  # The cheap path's achieved interval and the cost of a full dump, over
-  # our namespaces.
-  : > "$tmp/iv"; : > "$tmp/fc"; : > "$tmp/priv"
+  # Per namespace of ours: the interval between its two latest samples of
+  # each kind, and the cost of a full dump.
+  : > "$tmp/iv"; : > "$tmp/ivr"; : > "$tmp/ivf"; : > "$tmp/fc"; : > "$tmp/priv"
   for ino in "${inodes[@]}"; do
     # The counters are read by the cheap path, or by every dump when the
     # plan switched the cheap path off (dumps run every interval).
     local iv; iv=$(series tcpstate_sample_interval_seconds listen "$ino")
     [ -n "$iv" ] || iv=$(series tcpstate_sample_interval_seconds full "$ino")
     [ -n "$iv" ] && echo "$iv" >> "$tmp/iv"
+    iv=$(series tcpstate_sample_interval_seconds rare "$ino")
+    [ -n "$iv" ] && [ "$iv" != 0 ] && echo "$iv" >> "$tmp/ivr"
+    iv=$(series tcpstate_sample_interval_seconds full "$ino")
+    [ -n "$iv" ] && [ "$iv" != 0 ] && echo "$iv" >> "$tmp/ivf"
     local cpu n
     cpu=$(series tcpstate_dump_cpu_seconds_total full "$ino")
     n=$(series tcpstate_dumps_total full "$ino")
@@ -121,12 +134,16 @@ run() {
     series tcpstate_netns_private_ehash "" "$ino" >> "$tmp/priv"
   done
   read -r ivn ivmed ivmax < <(stats < "$tmp/iv")
+  read -r rn rmed rmax < <(stats < "$tmp/ivr")
+  read -r fn fmed fmax < <(stats < "$tmp/ivf")
   read -r fcn fcmed fcmax < <(stats < "$tmp/fc")
   local priv; priv=$(awk '{s+=$1} END{print s+0}' "$tmp/priv")
   local nsn; nsn=$(grep "^tcpstate_netns_namespaces " "$tmp/metrics" | awk '{print $NF}' || true)
-  row+=" | $ivmed / $ivmax s | $fcmed s ($fcn) | $priv/$nns | $nsn |"
+  local load; load=$(awk '{print $1, $2, $3}' /proc/loadavg)
+  row+=" | $ivmed / $ivmax s | $rmed / $rmax s ($rn) | $fmed / $fmax s ($fn) | $fcmed s ($fcn) | $priv/$nns | $nsn | $load |"
   echo "$row" >> "$tmp/table"
   echo "$row" >&2
+  cp "$tmp/metrics" "${OUT_DIR:-/tmp}/bench-netns.$mode.metrics" 2>/dev/null || true
   grep -i "budget" "$tmp/exporter.$mode.log" | head -5 >&2 || true
 
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -139,11 +156,10 @@ run() {
 }
 
 {
-  echo "| hash | tcp_ehash_entries | agent CPU share | cheap path planned | rare planned | full planned | kinds over budget | cheap path achieved (median / max) | CPU per full dump of a namespace (median, namespaces) | private hash reported | namespaces sampled |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| hash | tcp_ehash_entries | agent CPU share (/proc, budget 0.05) | tcpstate_schedule_process_cpu_ratio | cheap path planned / achieved | rare planned / achieved | full planned / achieved | kinds over budget | cheap path per namespace (median / max) | rare per namespace (median / max, namespaces) | full per namespace (median / max, namespaces) | CPU per full dump of a namespace (median, namespaces) | private hash reported | namespaces sampled | load average |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 } > "$tmp/table"
-run shared
-run private
+for mode in ${MODES:-shared private}; do run "$mode"; done
 cat "$tmp/table"
 
 if [ "${TEST_1M:-}" = 1 ]; then

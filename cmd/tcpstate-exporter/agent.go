@@ -105,6 +105,9 @@ func newAgent(cfg *config, logger *slog.Logger, findings findingsFunc) (*agent, 
 			sch.Run(ctx)
 		}
 	}
+	// The agent's whole process, not only its sampling jobs, holds the
+	// budget.
+	a.sched.CountProcess()
 	a.registry.MustRegister(a.sched.Collector(logger))
 	a.registry.MustRegister(
 		collector.NewExporter(a.targets, collector.ExporterOptions{

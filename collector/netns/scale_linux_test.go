@@ -212,6 +212,8 @@ func TestNetnsDetectionAmongBusyNamespaces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// As the agent: the whole process holds the budget.
+	m.Scheduler().CountProcess()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); m.Run(ctx) }()
@@ -243,9 +245,9 @@ func TestNetnsDetectionAmongBusyNamespaces(t *testing.T) {
 		st := m.Stats()
 		var parts []string
 		for _, p := range m.Scheduler().Plan() {
-			parts = append(parts, fmt.Sprintf("%s every %v (asked %v, off %v, exceeded %v, %.4f of a core)", p.Kind, m.Scheduler().Planned(p.Kind).Round(time.Millisecond), p.Asked, p.Off, p.Exceeded, p.Rate))
+			parts = append(parts, fmt.Sprintf("%s every %v, achieved %v (asked %v, off %v, exceeded %v, %.4f of a core)", p.Kind, m.Scheduler().Planned(p.Kind).Round(time.Millisecond), m.Scheduler().Achieved(p.Kind).Round(time.Millisecond), p.Asked, p.Off, p.Exceeded, p.Rate))
 		}
-		t.Logf("%s: %d namespaces; %s", when, st.Namespaces, strings.Join(parts, "; "))
+		t.Logf("%s: %d namespaces; process %.4f of a core; %s", when, st.Namespaces, m.Scheduler().ProcessRatio(), strings.Join(parts, "; "))
 	}
 	logPlan("before")
 	for _, ns := range ours {

@@ -3,8 +3,8 @@ package procnet
 import (
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
+	"os"
 	"path/filepath"
 )
 
@@ -23,13 +23,19 @@ const maxFileSize = 1 << 20
 // process share.
 //
 // A Reader keeps one buffer across reads so that a read every second
-// allocates little. It is not safe for concurrent use; use one Reader per
+// allocates little. Hold makes it keep the net files open, so that a read
+// of them is one pread each from any thread. It is not safe for concurrent use; use one Reader per
 // goroutine.
 type Reader struct {
 	netstat, snmp, sockstat, sockstat6 string
 	sysctls                            [numSysctls]string
 	root                               string
 	buf                                []byte
+	// held are the net files Hold opened, holding whether it did;
+	// notProcfs is set once Hold found they are not on procfs.
+	held      [numHeld]*os.File
+	holding   bool
+	notProcfs bool
 }
 
 // NewReader returns a Reader for the procfs mounted at procRoot, or at
@@ -61,30 +67,13 @@ func NewReader(procRoot string) *Reader {
 // FIFO, say) is refused with ErrNotRegular rather than read (see
 // OpenRegular).
 func (r *Reader) readFile(path string) ([]byte, error) {
-	f, err := OpenRegular(path)
+	buf, err := readWhole(path, r.buf[:0])
+	if buf != nil {
+		r.buf = buf[:0]
+	}
 	if err != nil {
-		return nil, fmt.Errorf("procnet: %w", err)
+		return nil, err
 	}
-	defer f.Close()
-	buf := r.buf[:0]
-	for {
-		if len(buf) == cap(buf) {
-			if cap(buf) >= maxFileSize {
-				return nil, fmt.Errorf("procnet: %s: larger than %d bytes", path, maxFileSize)
-			}
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := f.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			r.buf = buf[:0]
-			return nil, fmt.Errorf("procnet: %w", err)
-		}
-	}
-	r.buf = buf[:0]
 	return buf, nil
 }
 
@@ -92,7 +81,7 @@ func (r *Reader) readFile(path string) ([]byte, error) {
 // c. It leaves the Tcp fields alone.
 func (r *Reader) ReadNetstat(c *Counters) error {
 	c.clear("TcpExt")
-	data, err := r.readFile(r.netstat)
+	data, err := r.readNet(heldNetstat, r.netstat)
 	if err != nil {
 		return err
 	}
@@ -107,7 +96,7 @@ func (r *Reader) ReadNetstat(c *Counters) error {
 // leaves the TcpExt fields alone.
 func (r *Reader) ReadSNMP(c *Counters) error {
 	c.clear("Tcp")
-	data, err := r.readFile(r.snmp)
+	data, err := r.readNet(heldSNMP, r.snmp)
 	if err != nil {
 		return err
 	}
@@ -133,14 +122,14 @@ func (r *Reader) ReadCounters(c *Counters) error {
 func (r *Reader) ReadSockstat(s *Sockstat) error {
 	*s = Sockstat{}
 	var errs [2]error
-	if data, err := r.readFile(r.sockstat); err != nil {
+	if data, err := r.readNet(heldSockstat, r.sockstat); err != nil {
 		errs[0] = err
 	} else if err := ParseSockstat(data, s); err != nil {
 		errs[0] = withFile(err, r.sockstat)
 		s.Present = s.Present & (1 << SockstatTCP6InUse)
 	}
 	var s6 Sockstat
-	if data, err := r.readFile(r.sockstat6); err != nil {
+	if data, err := r.readNet(heldSockstat6, r.sockstat6); err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			errs[1] = err
 		}
