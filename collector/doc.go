@@ -4,10 +4,13 @@
 // A Sampler owns all kernel work for one network namespace: on a schedule
 // held inside a CPU budget it runs dumps (full ones over every state, cheap
 // "rare" ones that skip ESTABLISHED and TIME_WAIT) and aggregates each into
-// a Sample. Before every dump it reads the namespace's TCP counters
-// (/proc/net/netstat and snmp), sockstat and the sysctls the detectors use,
-// on a thread inside the namespace (SamplerOptions.InNetns); a file that cannot be
-// read leaves out only what depends on it and is counted.
+// a Sample. With every sample it reads the namespace's TCP counters
+// (/proc/net/netstat and snmp) and sockstat: on the cheap path through
+// files held open since they were first opened on a thread inside the
+// namespace (SamplerOptions.InNetns), and with dumps on that thread, where
+// the sysctls the detectors use are read too (on the cheap path every 30
+// s). A file that cannot be read leaves out only what depends on it and is
+// counted.
 //
 // A Sample holds counts per family and state; listening addresses with
 // their queues, half-open connections, and the distinct source addresses and

@@ -66,6 +66,16 @@ func readProcfs(r *procnet.Reader, inNetns func(func() error) error, withSysctls
 	direct := !withSysctls && also == nil
 	if direct && r.Held() {
 		readNetFiles(r, &k, fail)
+		// A held file that fails to read is not read again through the
+		// same descriptor: the next read opens the files afresh from
+		// inside the namespace. A file that was absent when they were
+		// held (sockstat6 without IPv6) is not a failure of that kind.
+		for _, e := range errs {
+			if !errors.Is(e.err, fs.ErrNotExist) {
+				_ = r.Release()
+				break
+			}
+		}
 		return k, errs, 0
 	}
 	caller := threadID()

@@ -219,6 +219,11 @@ type Scheduler struct {
 	// at procAt.
 	fastDebt           float64
 	dumpCPU, procDumps time.Duration
+	// dumpStart is when the dump in flight started (zero when none), and
+	// dumpSoFar the CPU the process account has attributed to it so far:
+	// a long dump's CPU shows in the process's time before its job ends.
+	dumpStart time.Time
+	dumpSoFar float64
 }
 
 // NewScheduler returns a Scheduler; add targets with Add and start it with
@@ -453,8 +458,19 @@ func (s *Scheduler) replanLocked(now time.Time) {
 		reserve = s.outside
 	}
 	plans, avail := planKindsReserving(s.kinds, s.cfg.Budget, reserve, asked, costs)
+	// A kind switched off gets its data with the covering kind's jobs:
+	// what those deliver is what it achieves (as Achieved reports).
+	from := make([]int, len(plans))
 	for i := range plans {
-		plans[i].Achieved = secondsDuration(s.achieved[i])
+		from[i] = i
+		if plans[i].Off {
+			for j := range s.kinds {
+				if j != i && !plans[j].Off && slices.Contains(s.kinds[j].Covers, s.kinds[i].Kind) {
+					from[i] = j
+				}
+			}
+		}
+		plans[i].Achieved = secondsDuration(s.achieved[from[i]])
 	}
 	if len(s.since) != len(plans) {
 		s.since = make([]time.Time, len(plans))
@@ -465,7 +481,7 @@ func (s *Scheduler) replanLocked(now time.Time) {
 		var now2 bool
 		// What targets get: the moving average of the gaps, or longer
 		// when a target has waited longer than that by now.
-		got := max(s.achieved[i], waits[i].Seconds())
+		got := max(s.achieved[from[i]], waits[from[i]].Seconds())
 		switch {
 		case p.Off && was:
 			// Its data comes with the covering kind's jobs: only
@@ -497,7 +513,7 @@ func (s *Scheduler) replanLocked(now time.Time) {
 		if p.Exceeded {
 			s.cfg.Logger.Info("the CPU budget cannot hold the sampling interval asked; sampling less often",
 				"kind", p.Kind, "asked", p.Asked, "planned", p.Planned.Round(time.Millisecond),
-				"achieved", secondsDuration(max(s.achieved[i], waits[i].Seconds())).Round(time.Millisecond), "targets", p.Targets, "cpu_budget", s.cfg.Budget)
+				"achieved", secondsDuration(got).Round(time.Millisecond), "targets", p.Targets, "cpu_budget", s.cfg.Budget)
 		} else {
 			s.cfg.Logger.Info("the CPU budget holds the sampling interval asked again", "kind", p.Kind, "asked", p.Asked, "targets", p.Targets)
 		}
@@ -673,7 +689,7 @@ func (s *Scheduler) done(t *schedTarget, i int, start time.Time, cost time.Durat
 	c := s.chargeLocked(t, i, cost.Seconds())
 	s.jobCPU += secondsDuration(c)
 	if !s.kinds[i].Fast {
-		s.dumpCPU += cost
+		s.dumpEndedLocked(cost)
 	}
 	s.drainLocked(time.Now())
 	base := 0.0
@@ -746,6 +762,9 @@ func (s *Scheduler) lane(ctx context.Context, fast bool) {
 		if t != nil {
 			t.running[i] = true
 			t.last[i] = now
+			if !fast {
+				s.dumpStart, s.dumpSoFar = now, 0
+			}
 		}
 		s.mu.Unlock()
 		if t == nil {

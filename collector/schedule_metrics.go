@@ -34,7 +34,7 @@ func (s *Scheduler) Collector(logger *slog.Logger) prometheus.Collector {
 		logger:   logger,
 		asked:    d("tcpstate_schedule_interval_asked_seconds", "Interval asked for between two jobs of a kind on one network namespace (--sample.interval; --halfopen.interval for kind halfopen)."),
 		planned:  d("tcpstate_schedule_interval_planned_seconds", "Interval at which every sampled network namespace gets the data of a kind under the CPU budget (a kind switched off gets it from the kind covering it)."),
-		exceeded: d("tcpstate_sample_budget_exceeded", "1 while the CPU budget cannot give every sampled network namespace a kind's data at the interval asked (planned more than 10% over asked, until back at asked)."),
+		exceeded: d("tcpstate_sample_budget_exceeded", "1 while the CPU budget cannot give every sampled network namespace a kind's data at the interval asked (planned more than 10% over asked, or achieved more than 15% over; cleared when planned is back at asked and achieved within 5%)."),
 		cpu:      d("tcpstate_schedule_cpu_ratio", "Fraction of one core the plan lets the jobs of a kind use, from their measured costs."),
 		achieved: d("tcpstate_schedule_interval_achieved_seconds", "Moving average, over about one round of the sampled network namespaces, of the time between two deliveries of a kind's data to a namespace (0 before any)."),
 		process:  prometheus.NewDesc("tcpstate_schedule_process_cpu_ratio", "Fraction of one core the whole process used over the latest 10 s calibration period (sampling, scrapes, discovery, the runtime); the agent holds it within --sample.cpu-budget (0 before the first period).", nil, nil),

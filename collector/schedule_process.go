@@ -10,8 +10,9 @@ import (
 // CPU, scaled by the process's overhead (calibrateLocked); what they miss
 // (overhead that does not follow the jobs: discovery, scrapes, the
 // runtime; an overhead estimate that lags) the process account catches.
-// It compares the process's own CPU time (CLOCK_PROCESS_CPUTIME_ID) with
-// the budget since the Scheduler started: while the process is over, dumps
+// It keeps a balance of the process's own CPU time
+// (CLOCK_PROCESS_CPUTIME_ID) against the budget, bounded by
+// procCreditSeconds either way: while the process is over, dumps
 // wait; the cheap path waits only when the process without its dumps is
 // fastSlackSeconds over, so that the cheap path keeps its pace while dumps
 // absorb the excess.
@@ -89,6 +90,14 @@ func (s *Scheduler) processLocked(now time.Time) {
 		dt := now.Sub(s.procAt).Seconds()
 		used := (cpu - s.procCPU).Seconds()
 		dumps := (s.dumpCPU - s.procDumps).Seconds()
+		if !s.dumpStart.IsZero() {
+			// A dump still running: its CPU so far, at most the time
+			// since it started and what the process used, is the
+			// dumps', not the cheap path's.
+			add := min(max(now.Sub(s.dumpStart).Seconds()-s.dumpSoFar, 0), max(used-dumps, 0))
+			s.dumpSoFar += add
+			dumps += add
+		}
 		s.procDebt = max(s.procDebt+used-s.cfg.Budget*dt, -credit)
 		// A burst beyond the credit's size (the first cheap job of every
 		// namespace at start) is forgiven rather than repaid by seconds
@@ -96,6 +105,16 @@ func (s *Scheduler) processLocked(now time.Time) {
 		s.fastDebt = min(max(s.fastDebt+used-dumps-s.cfg.Budget*dt, -credit), credit)
 	}
 	s.procAt, s.procCPU, s.procDumps = now, cpu, s.dumpCPU
+}
+
+// dumpEndedLocked records the CPU of a dump that ended. What the process
+// account attributed to the dump while it ran is settled: the next update
+// counts only the rest of its CPU (or gives back what was attributed
+// beyond it).
+func (s *Scheduler) dumpEndedLocked(cost time.Duration) {
+	s.dumpCPU += cost
+	s.procDumps += secondsDuration(s.dumpSoFar)
+	s.dumpStart, s.dumpSoFar = time.Time{}, 0
 }
 
 // processWait returns how long a job of the lane (fast or not), estimated

@@ -191,3 +191,49 @@ func TestPlanKeepsTheCheapPathWithTheProcessAccount(t *testing.T) {
 		t.Errorf("full dumps every %.3fs", got)
 	}
 }
+
+// A dump still running burns the process's CPU before its job ends: the
+// process account attributes that CPU to the dumps, so the cheap path's
+// balance does not grow with it, and settles when the dump's cost is in.
+func TestProcessAccountAttributesADumpInFlight(t *testing.T) {
+	const budget = 0.05
+	sch := NewScheduler(SchedulerOptions{Interval: 100 * time.Millisecond, Budget: budget, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	sch.CountProcess()
+	burn := func(d time.Duration) time.Duration {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		c0 := threadCPU()
+		for threadCPU()-c0 < d {
+			for range 10000 {
+			}
+		}
+		return threadCPU() - c0
+	}
+	sch.mu.Lock()
+	start := time.Now()
+	sch.processLocked(start)
+	sch.dumpStart, sch.dumpSoFar = start, 0
+	sch.mu.Unlock()
+	burnt := burn(300 * time.Millisecond) // the dump, as yet unfinished
+	sch.mu.Lock()
+	sch.processLocked(time.Now())
+	fastDuring, procDuring := sch.fastDebt, sch.procDebt
+	sch.mu.Unlock()
+	if procDuring < 0.2 {
+		t.Fatalf("process balance %.3f s after burning %v: the account missed the dump in flight", procDuring, burnt)
+	}
+	if credit := fastSlackSeconds * budget; fastDuring > credit {
+		t.Errorf("cheap path's balance %.3f s while a dump burnt %v: over its slack of %.3f s, the cheap path would wait on a dump", fastDuring, burnt, credit)
+	}
+	// The dump ends: its cost settles what was attributed to it. The cheap
+	// path's balance neither jumps down by the dump's CPU (forgiving the
+	// cheap path) nor up.
+	sch.mu.Lock()
+	sch.dumpEndedLocked(burnt)
+	sch.processLocked(time.Now())
+	fastAfter := sch.fastDebt
+	sch.mu.Unlock()
+	if d := fastAfter - fastDuring; d < -0.05 || d > 0.05 {
+		t.Errorf("cheap path's balance moved %.3f s when the dump's cost came in (during %.3f, after %.3f)", d, fastDuring, fastAfter)
+	}
+}

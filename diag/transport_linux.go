@@ -133,7 +133,7 @@ func (t *netlinkTransport) Send(msgType uint16, payload []byte) (uint32, error) 
 		err = t.werr
 	}
 	if err != nil {
-		return 0, os.NewSyscallError("sendmsg", err)
+		return 0, os.NewSyscallError("write", err)
 	}
 	return t.seq, nil
 }

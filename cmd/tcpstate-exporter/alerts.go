@@ -152,6 +152,9 @@ func newAlerting(cfg *config, logger *slog.Logger, targets func() []collector.Ta
 		opts.Sender = al.notifier
 	}
 	al.engine = alerts.NewEngine(opts)
+	if findings == nil {
+		findings = samplerFindings
+	}
 	al.source = func() []alerts.TargetFindings {
 		return targetFindings(targets(), labelNames, findings)
 	}

@@ -15,7 +15,7 @@ import (
 // compress.
 //
 // A gzip writer holds 1.2 MB (BenchmarkGzipWriter), so there are at most
-// writers of them: a response that finds none free (more concurrent scrapes
+// `writers` of them: a response that finds none free (more concurrent scrapes
 // than that) is sent uncompressed, which costs bytes on the wire but no
 // memory or CPU.
 func withGzip(h http.Handler, writers int) http.Handler {

@@ -203,13 +203,18 @@ func topRows(recs []events.Record, kind events.Kind, key func(events.Record) []s
 		}
 		rows[i].count += r.Count
 	}
+	sortEventRows(rows)
+	return rows
+}
+
+// sortEventRows orders rows largest first, then by their columns.
+func sortEventRows(rows []eventRow) {
 	slices.SortFunc(rows, func(a, b eventRow) int {
 		if c := cmp.Compare(b.count, a.count); c != 0 {
 			return c
 		}
 		return slices.Compare(a.cols, b.cols)
 	})
-	return rows
 }
 
 func peerString(a netip.Addr) string {
@@ -303,6 +308,9 @@ func (s *snapshot) writeEvents(w io.Writer) error {
 			fmt.Fprintf(w, "%s: none\n", t.title)
 			continue
 		}
+		// Tables made of two kinds (opened and closed) are ordered as one
+		// before they are cut to snapshotEventRows.
+		sortEventRows(t.rows)
 		fmt.Fprintf(w, "%s:\n", t.title)
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintf(tw, "  %s\n", t.head)
