@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -59,9 +60,11 @@ const (
 	// shutdownGrace bounds how long a SIGTERM waits for requests in flight.
 	shutdownGrace = 2 * time.Second
 	// fdReserve is the number of file descriptors kept free of HTTP
-	// connections under the open-file limit: the netlink sockets, /proc
-	// reads, the listeners, the runtime's own.
-	fdReserve = 32
+	// connections under the open-file limit beyond those open when the
+	// server starts (the eBPF maps and programs, the listeners, the
+	// runtime's): the net files a sampler holds once it has sampled,
+	// /proc reads, netlink sockets dialled later.
+	fdReserve = 16
 	// newConnStale is how long a connection may stay without a complete
 	// request before it counts as idle when room is needed.
 	newConnStale = 2 * time.Second
@@ -80,14 +83,25 @@ const (
 )
 
 // connBudget returns the connections each of n listeners may hold under
-// an open-file limit of nofile: want, or less when want connections on
-// every listener plus fdReserve would not fit.
-func connBudget(want, n int, nofile uint64) int {
+// an open-file limit of nofile with open descriptors already in use: want,
+// or less when want connections on every listener plus open and fdReserve
+// would not fit.
+func connBudget(want, n int, nofile uint64, open int) int {
 	if n < 1 || nofile == 0 || nofile >= 1<<30 {
 		return want
 	}
-	avail := (int(nofile) - fdReserve) / n
+	avail := (int(nofile) - open - fdReserve) / n
 	return max(1, min(want, avail))
+}
+
+// ownOpenFDs returns the number of descriptors the process has open, or 0
+// if /proc/self/fd cannot be read.
+func ownOpenFDs() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return 0
+	}
+	return max(len(ents)-1, 0) // less the one reading the directory
 }
 
 // nofileLimit returns the soft RLIMIT_NOFILE (the Go runtime raises it to
@@ -217,9 +231,10 @@ func toolkitSetup(addr net.Addr, h http.Handler, flags *web.FlagConfig, logger *
 func newWebServer(ls []net.Listener, h http.Handler, cfg *config, logger *slog.Logger, m *webMetrics) (*webServer, error) {
 	ws := &webServer{logger: logger, metrics: m}
 	lim := cfg.webLimits
-	maxConns := connBudget(lim.maxConns, len(ls), nofileLimit())
+	open := ownOpenFDs()
+	maxConns := connBudget(lim.maxConns, len(ls), nofileLimit(), open)
 	if maxConns < lim.maxConns {
-		logger.Warn("lowered --web.max-connections to fit the open-file limit", "max_connections", maxConns, "flag", lim.maxConns, "nofile", nofileLimit(), "listeners", len(ls))
+		logger.Warn("lowered --web.max-connections to fit the open-file limit", "max_connections", maxConns, "flag", lim.maxConns, "nofile", nofileLimit(), "open_fds", open, "listeners", len(ls))
 	}
 	m.maxConns.Set(float64(maxConns))
 	errorLog := slog.NewLogLogger(logger.With("component", "http").Handler(), slog.LevelWarn)

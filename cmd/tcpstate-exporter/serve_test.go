@@ -19,24 +19,27 @@ func TestConnBudget(t *testing.T) {
 	for _, tc := range []struct {
 		want, listeners int
 		nofile          uint64
+		open            int
 		got             int
 	}{
-		{64, 1, 1 << 20, 64},   // the usual: the runtime raised the soft limit
-		{64, 1, 0, 64},         // unknown limit
-		{64, 1, 1 << 40, 64},   // unlimited
-		{64, 1, 64, 32},        // the probe's limit: 32 kept for the rest
-		{64, 2, 64, 16},        // shared between listeners
-		{64, 1, 96, 64},        // fits exactly
-		{64, 1, 20, 1},         // never below one
-		{1000, 1, 1024, 992},   // a 1024 limit
-		{10, 3, 1 << 20, 10},   // the flag when it fits
-		{64, 0, 64, 64},        // no listeners: nothing to share
-		{5, 1, fdReserve, 1},   // nothing left but one
-		{64, 4, 1 << 10, 64},   // 1024 over four listeners: 248 each
-		{300, 4, 1 << 10, 248}, // ... and the flag above it
+		{64, 1, 1 << 20, 30, 64},   // the usual: the runtime raised the soft limit
+		{64, 1, 0, 30, 64},         // unknown limit
+		{64, 1, 1 << 40, 30, 64},   // unlimited
+		{64, 1, 64, 0, 48},         // the probe's limit, nothing open yet
+		{64, 1, 64, 36, 12},        // ... with 36 open (eBPF maps and programs)
+		{64, 2, 64, 0, 24},         // shared between listeners
+		{64, 1, 80, 0, 64},         // fits exactly
+		{64, 1, 16, 0, 1},          // never below one
+		{64, 1, 64, 60, 1},         // nothing left but one
+		{1000, 1, 1024, 0, 1000},   // a 1024 limit, the flag below it
+		{1000, 1, 1024, 40, 968},   // ... with 40 open
+		{10, 3, 1 << 20, 30, 10},   // the flag when it fits
+		{64, 0, 64, 30, 64},        // no listeners: nothing to share
+		{64, 4, 1 << 10, 32, 64},   // 1024 over four listeners: 244 each
+		{300, 4, 1 << 10, 32, 244}, // ... and the flag above it
 	} {
-		if got := connBudget(tc.want, tc.listeners, tc.nofile); got != tc.got {
-			t.Errorf("connBudget(%d, %d, %d) = %d, want %d", tc.want, tc.listeners, tc.nofile, got, tc.got)
+		if got := connBudget(tc.want, tc.listeners, tc.nofile, tc.open); got != tc.got {
+			t.Errorf("connBudget(%d, %d, %d, %d) = %d, want %d", tc.want, tc.listeners, tc.nofile, tc.open, got, tc.got)
 		}
 	}
 }
