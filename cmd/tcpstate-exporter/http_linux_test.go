@@ -203,7 +203,9 @@ func TestHTTPIdleTimeout(t *testing.T) {
 	if closed != clients {
 		t.Errorf("the server closed %d of %d idle connections within 15s of a 2s idle timeout", closed, clients)
 	}
-	if after > baseFDs+3 {
+	// Slack: the sampler holds its namespace's four net files from its
+	// second cheap sample on, which may come after baseFDs was counted.
+	if after > baseFDs+3+4 {
 		t.Errorf("exporter holds %d fds after the idle timeout, %d before the clients", after, baseFDs)
 	}
 }
