@@ -593,10 +593,6 @@ func (s *Scheduler) account(i int) int {
 	return i
 }
 
-// fastBurst is how much of the cheap path's share (in seconds of wall
-// time at that share) its jobs may run back to back before the lane waits.
-const fastBurst = 250 * time.Millisecond
-
 // exceededHold is how long a change of a kind's Exceeded state must hold
 // before it is published and logged.
 const exceededHold = 2 * time.Second
@@ -623,16 +619,7 @@ func (s *Scheduler) pickLocked(fast bool, now time.Time) (*schedTarget, int, tim
 			continue
 		}
 		p := &s.plan[i]
-		// The cheap path runs its jobs in bursts of up to fastBurst of
-		// its share before it waits for its account to drain: the same
-		// rate, with a lane that parks and wakes a few times a second
-		// rather than after every job (on a locked thread, each costs
-		// more than a small job).
-		allow := 0.0
-		if k.Fast {
-			allow = fastBurst.Seconds()
-		}
-		if a := s.account(i); s.debt[a] > allow*s.avail[a] {
+		if a := s.account(i); s.debt[a] > 0 {
 			next = minTime(next, now.Add(time.Duration(s.debt[a]/s.avail[a]*float64(time.Second))))
 			continue
 		}

@@ -53,10 +53,6 @@ func (s *Scheduler) chargeLocked(t *schedTarget, i int, c float64) float64 {
 	return min(c, outlierFactor*t.cost[i])
 }
 
-// processEvery is how often the process account reads the process's CPU
-// clock.
-const processEvery = 10 * time.Millisecond
-
 // minProcessWait is the shortest wait on the process account. The account
 // drains by the budget less what the process goes on using, so the wait
 // it computes is short of the real one; a floor keeps a lane from waking
@@ -86,11 +82,6 @@ func (s *Scheduler) CountProcess() {
 // on, so that a dump that overran never holds the cheap path back.
 func (s *Scheduler) processLocked(now time.Time) {
 	if !s.process {
-		return
-	}
-	// The process's CPU clock sums over all its threads: read it at
-	// most every processEvery (the balances lag that much at most).
-	if !s.procAt.IsZero() && now.Sub(s.procAt) < processEvery && now.After(s.procAt) {
 		return
 	}
 	cpu := processCPU()

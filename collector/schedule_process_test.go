@@ -240,7 +240,6 @@ func TestProcessAccountAttributesADumpInFlight(t *testing.T) {
 	// The dump ends: its cost settles what was attributed to it. The cheap
 	// path's balance neither jumps down by the dump's CPU (forgiving the
 	// cheap path) nor up.
-	time.Sleep(2 * processEvery) // the account reads the clock at most that often
 	sch.mu.Lock()
 	sch.dumpEndedLocked(burnt)
 	sch.processLocked(time.Now())
