@@ -427,12 +427,7 @@ func (e *Exporter) appendEventSeries(out []prometheus.Metric, pe partErrors, lv 
 	fails := map[string]uint64{"refused": 0, "timeout": 0, "reset": 0, "unreachable": 0, "other": 0}
 	opened := map[string]uint64{"active": 0, "passive": 0}
 	closed := map[string]uint64{"active": 0, "passive": 0, "unknown": 0}
-	type hist struct {
-		count  uint64
-		sum    time.Duration
-		counts [len(events.LifetimeBuckets) + 1]uint64
-	}
-	lifetimes := map[string]*hist{"active": {}, "passive": {}}
+	lifetimes := map[string]*lifetimeHist{"active": {}, "passive": {}}
 	for _, r := range ns.Totals {
 		switch r.Kind {
 		case events.KindResetSent:
@@ -447,11 +442,7 @@ func (e *Exporter) appendEventSeries(out []prometheus.Metric, pe partErrors, lv 
 			dir := events.Direction(r.Code).String()
 			closed[dir] += r.Count
 			if h := lifetimes[dir]; h != nil {
-				for i, n := range r.Lifetime {
-					h.counts[i] += n
-					h.count += n
-				}
-				h.sum += r.LifetimeSum
+				h.add(&r.Value)
 			}
 		case events.KindRetransmit:
 			retrans += r.Count
@@ -473,14 +464,7 @@ func (e *Exporter) appendEventSeries(out []prometheus.Metric, pe partErrors, lv 
 		add(ed.closed, closed[dir], dir)
 	}
 	for _, dir := range sortedKeys(lifetimes) {
-		h := lifetimes[dir]
-		buckets := make(map[float64]uint64, len(lifetimeBounds))
-		var cum uint64
-		for i, b := range lifetimeBounds {
-			cum += h.counts[i]
-			buckets[b] = cum
-		}
-		m, err := prometheus.NewConstHistogram(ed.lifetime, h.count, h.sum.Seconds(), buckets, lv(dir)...)
+		m, err := lifetimes[dir].constHistogram(ed.lifetime, lv(dir))
 		if err != nil {
 			pe.add(PartEvents, err)
 			continue
