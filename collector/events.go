@@ -111,11 +111,9 @@ func (r *EventReader) refreshLocked(now time.Time) {
 	}
 	r.err, r.snap = nil, snap
 	r.stats.drops = snap.Drops
-	r.stats.totals, r.stats.details = 0, 0
-	for _, ns := range snap.Namespaces {
-		r.stats.totals += len(ns.Totals)
-		r.stats.details += len(ns.Details)
-	}
+	// The entries are counted once the namespaces that went away are
+	// pruned, so that the gauge says what the maps hold after this read.
+	defer r.countEntriesLocked()
 	if snap.Skipped > 0 {
 		r.stats.skipped += uint64(snap.Skipped)
 		r.log.Warn("skipped eBPF map records that did not decode", "count", snap.Skipped, "err", snap.Err)
@@ -147,6 +145,15 @@ func (r *EventReader) refreshLocked(now time.Time) {
 	for c := range stale {
 		delete(r.seen, c)
 		delete(r.snap.Namespaces, c)
+	}
+}
+
+// countEntriesLocked counts the map entries of the latest read.
+func (r *EventReader) countEntriesLocked() {
+	r.stats.totals, r.stats.details = 0, 0
+	for _, ns := range r.snap.Namespaces {
+		r.stats.totals += len(ns.Totals)
+		r.stats.details += len(ns.Details)
 	}
 }
 

@@ -85,8 +85,13 @@ func TestEventReaderSharesReadsAndPrunes(t *testing.T) {
 	// Namespace 9 is never asked for: pruned once pruneAfter has passed,
 	// while 7, asked for all along, stays.
 	for ts := now; ts.Before(now.Add(r.pruneAfter + 2*time.Minute)); ts = ts.Add(30 * time.Second) {
+		before := len(src.pruned)
 		if _, err := r.namespace(7, ts); err != nil {
 			t.Fatal(err)
+		}
+		// The read that prunes counts what the maps hold after it.
+		if before == 0 && len(src.pruned) == 1 && r.stats.totals != 1 {
+			t.Errorf("map entries totals %d after pruning namespace 9, want 1", r.stats.totals)
 		}
 	}
 	if len(src.pruned) != 1 || src.pruned[0] != 9 {

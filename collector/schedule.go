@@ -593,6 +593,11 @@ func (s *Scheduler) account(i int) int {
 	return i
 }
 
+// fastBurst is how far ahead of its share, in seconds of wall time at
+// that share, the cheap path may run its jobs back to back before its lane
+// waits for the account to drain.
+const fastBurst = 250 * time.Millisecond
+
 // exceededHold is how long a change of a kind's Exceeded state must hold
 // before it is published and logged.
 const exceededHold = 2 * time.Second
@@ -619,7 +624,16 @@ func (s *Scheduler) pickLocked(fast bool, now time.Time) (*schedTarget, int, tim
 			continue
 		}
 		p := &s.plan[i]
-		if a := s.account(i); s.debt[a] > 0 {
+		// The cheap path runs its jobs in bursts of up to fastBurst of
+		// its share before it waits for its account to drain: the same
+		// rate, with a lane that sleeps and wakes a few times a second
+		// rather than after every job. At a hundred namespaces a wake
+		// per job cost more CPU than the jobs (BENCHMARKS.md).
+		allow := 0.0
+		if k.Fast {
+			allow = fastBurst.Seconds()
+		}
+		if a := s.account(i); s.debt[a] > allow*s.avail[a] {
 			next = minTime(next, now.Add(time.Duration(s.debt[a]/s.avail[a]*float64(time.Second))))
 			continue
 		}
@@ -735,8 +749,8 @@ func (s *Scheduler) retrySoon(t *schedTarget, i int, start time.Time) {
 }
 
 // Run runs the jobs until ctx ends: the fast kinds on one goroutine, the
-// others on the calling one, each locked to its OS thread so that the
-// thread's CPU time measures the job.
+// others on the calling one. Each job runs locked to its OS thread, so
+// that the thread's CPU time measures it.
 func (s *Scheduler) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -749,8 +763,6 @@ func (s *Scheduler) Run(ctx context.Context) {
 }
 
 func (s *Scheduler) lane(ctx context.Context, fast bool) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	wake := s.wake[1]
 	if fast {
 		wake = s.wake[0]
@@ -783,9 +795,16 @@ func (s *Scheduler) lane(ctx context.Context, fast bool) {
 			}
 			continue
 		}
+		// The lane holds its thread only while a job runs: a goroutine
+		// locked to its thread while it waits makes every wake a
+		// hand-off between two threads, which at a hundred small jobs
+		// a second costs more CPU than the jobs (profiled at 100
+		// namespaces; see BENCHMARKS.md).
+		runtime.LockOSThread()
 		cpu0 := threadCPU()
 		other, err := t.r.RunJob(s.kinds[i].Kind)
 		cost := threadCPU() - cpu0 + other
+		runtime.UnlockOSThread()
 		// Urgency changes with a job's findings (and expires with
 		// time, which the target's next job sees): asked once per job,
 		// outside the lock, since Runners take their own locks.

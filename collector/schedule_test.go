@@ -3,9 +3,12 @@ package collector
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -224,5 +227,74 @@ func TestListenSampleCarriesDumpData(t *testing.T) {
 	}
 	if v.Stats[Listen].Dumps != 1 {
 		t.Errorf("listen stats %+v", v.Stats[Listen])
+	}
+}
+
+// spans records when a burner's jobs of one kind started and ended.
+type spans struct {
+	*burner
+	kind Kind
+	mu   *sync.Mutex
+	at   *[][2]time.Time
+}
+
+func (s spans) RunJob(k Kind) (time.Duration, error) {
+	start := time.Now()
+	other, err := s.burner.RunJob(k)
+	if k == s.kind {
+		s.mu.Lock()
+		*s.at = append(*s.at, [2]time.Time{start, time.Now()})
+		s.mu.Unlock()
+	}
+	return other, err
+}
+
+// The cheap path runs its jobs back to back, up to fastBurst of its share,
+// before its lane waits, rather than waiting after every job: at the same
+// rate, with a few wakes a second instead of one per target.
+func TestCheapPathRunsInBursts(t *testing.T) {
+	sch := NewScheduler(SchedulerOptions{Interval: time.Second, Budget: 0.1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	var mu sync.Mutex
+	var at [][2]time.Time
+	// 40 targets of 1 ms: 0.04 of a core against the cheap path's 0.06.
+	// Waiting after every job would leave 1 ms / 0.06 = 17 ms between
+	// two jobs.
+	const targets = 40
+	var bs []*burner
+	for i := range targets {
+		b := &burner{cost: map[Kind]time.Duration{Listen: time.Millisecond, Rare: 100 * time.Microsecond, Full: 200 * time.Microsecond}, runs: map[Kind]int{}}
+		bs = append(bs, b)
+		sch.Add(fmt.Sprintf("t%d", i), spans{burner: b, kind: Listen, mu: &mu, at: &at})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	sch.Run(ctx)
+	mu.Lock()
+	defer mu.Unlock()
+	slices.SortFunc(at, func(a, b [2]time.Time) int { return a[0].Compare(b[0]) })
+	waits := 0
+	for i := 1; i < len(at); i++ {
+		if at[i][0].Sub(at[i-1][1]) > 5*time.Millisecond {
+			waits++
+		}
+	}
+	// Every kind delivers the cheap path's data (the dumps cover it).
+	deliveries := 0
+	for _, b := range bs {
+		deliveries += b.count(Listen) + b.count(Rare) + b.count(Full)
+	}
+	t.Logf("%d cheap jobs in 3 s, %d waits between them, %d deliveries of the cheap path's data", len(at), waits, deliveries)
+	// Each target at least every second: 120 or more (the rate is
+	// unchanged).
+	if deliveries < 100 {
+		t.Errorf("%d deliveries of the cheap path's data in 3 s, want at least about %d", deliveries, 3*targets)
+	}
+	if len(at) < 30 {
+		t.Fatalf("only %d cheap jobs in 3 s: too few to judge how they ran", len(at))
+	}
+	// A burst holds about 15 jobs (250 ms of 0.06 of a core): a wait
+	// every few jobs at most.
+	if waits*3 > len(at) {
+		t.Errorf("%d waits for %d cheap jobs: the lane waits after (nearly) every job", waits, len(at))
 	}
 }
