@@ -79,12 +79,18 @@ func greetFrom(t *testing.T, ns *fixture.Netns, addr netip.AddrPort, n int) []ne
 	return out
 }
 
-// talk writes a line to every connection every period until stop closes.
-func talk(conns []net.Conn, period time.Duration, stop <-chan struct{}) *sync.WaitGroup {
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+// talker writes a line to every connection every period until stop
+// closes; wg ends with it.
+type talker struct {
+	wg sync.WaitGroup
+	// last is when the latest round of writes started (read after wg).
+	last time.Time
+}
+
+// talk starts a talker.
+func talk(conns []net.Conn, period time.Duration, stop <-chan struct{}) *talker {
+	tk := &talker{last: time.Now()}
+	tk.wg.Go(func() {
 		tick := time.NewTicker(period)
 		defer tick.Stop()
 		for {
@@ -92,13 +98,14 @@ func talk(conns []net.Conn, period time.Duration, stop <-chan struct{}) *sync.Wa
 			case <-stop:
 				return
 			case <-tick.C:
+				tk.last = time.Now()
 				for _, c := range conns {
 					c.Write([]byte("tick\n"))
 				}
 			}
 		}
-	}()
-	return &wg
+	})
+	return tk
 }
 
 // TestScenarioHalfOpen: clients in a namespace of their own, joined to the
@@ -136,9 +143,9 @@ func TestScenarioHalfOpen(t *testing.T) {
 	vanishing := append(greetFrom(t, client, via(noKA), 12), greetFrom(t, client, via(withKA), 12)...)
 	chatty := greetFrom(t, server, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), noKA.Port()), 3)
 	stopChat, stopVanishing := make(chan struct{}), make(chan struct{})
-	chatWG := talk(chatty, 300*time.Millisecond, stopChat)
-	defer func() { close(stopChat); chatWG.Wait() }()
-	vanishWG := talk(vanishing, 500*time.Millisecond, stopVanishing)
+	chatTalk := talk(chatty, 300*time.Millisecond, stopChat)
+	defer func() { close(stopChat); chatTalk.wg.Wait() }()
+	vanishTalk := talk(vanishing, 500*time.Millisecond, stopVanishing)
 
 	noKAPort, withKAPort := strconv.Itoa(int(noKA.Port())), strconv.Itoa(int(withKA.Port()))
 	anySuspect := alertWith(detect.AlertHalfOpenSuspect, nil)
@@ -153,7 +160,10 @@ func TestScenarioHalfOpen(t *testing.T) {
 
 	// The clients vanish: nothing they send reaches the server any more.
 	close(stopVanishing)
-	vanishWG.Wait()
+	vanishTalk.wg.Wait()
+	// The server's connections go idle from the clients' latest write,
+	// up to one period before they vanish.
+	lastData := vanishTalk.last
 	if err := client.IP(ctx, "route", "add", "blackhole", srvAddr.Addr().String()+"/32"); err != nil {
 		t.Fatal(err)
 	}
@@ -175,9 +185,11 @@ func TestScenarioHalfOpen(t *testing.T) {
 		}
 		t.Fatalf("no TCPHalfOpenSuspect for port %s command %s within 20 s; latest findings %v; half-open view %+v", noKAPort, comm, last, s.View(time.Now()).HalfOpen.Latest)
 	}
-	t.Logf("fired %v after the clients vanished: %s; evidence %v", e.at.Sub(vanished).Round(time.Millisecond), f.Summary, f.Evidence)
-	if e.at.Sub(vanished) < cfg.HalfOpenMinIdle {
-		t.Errorf("fired %v after the clients vanished, before the %v minimum idle time", e.at.Sub(vanished), cfg.HalfOpenMinIdle)
+	t.Logf("fired %v after the clients' latest data, %v after they vanished: %s; evidence %v", e.at.Sub(lastData).Round(time.Millisecond), e.at.Sub(vanished).Round(time.Millisecond), f.Summary, f.Evidence)
+	// Idle is counted from the clients' latest data, in the kernel's
+	// jiffies (ms in tcp_info): allow 10 ms of rounding.
+	if e.at.Sub(lastData) < cfg.HalfOpenMinIdle-10*time.Millisecond {
+		t.Errorf("fired %v after the clients' latest data (%v after they vanished), before the %v minimum idle time", e.at.Sub(lastData), e.at.Sub(vanished), cfg.HalfOpenMinIdle)
 	}
 	if f.Evidence["listeners"] != noKA.String() || !strings.Contains(f.Summary, noKA.String()) {
 		t.Errorf("finding does not name the listener %v: %s %v", noKA, f.Summary, f.Evidence)
