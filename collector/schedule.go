@@ -59,10 +59,11 @@ func SamplerJobs(halfOpen time.Duration) []JobKind {
 const (
 	// listenShare is the largest part of the budget the cheap path may
 	// take. It detects SYN floods and accept-queue overflows within
-	// seconds in every namespace, so it is served first; it costs about
-	// 0.3-0.7 ms of CPU per namespace (BenchmarkListenSample, and
-	// measured under load), so 0.6 of the default budget holds one second
-	// for about 40-100 namespaces, and stretches beyond.
+	// seconds in every namespace, so it is served first; in the running
+	// agent at 100 namespaces it costs about 0.17-0.2 ms of CPU per
+	// namespace with its jobs run in bursts (BENCHMARKS.md), so 0.6 of
+	// the default budget holds one second for about 150 namespaces, and
+	// stretches beyond.
 	listenShare = 0.6
 	// rareShare is the largest part of what the cheap path leaves that
 	// rare dumps may take; full dumps (the only source of ESTABLISHED and

@@ -125,9 +125,10 @@ func TestSchedulerFlagsAchievedInterval(t *testing.T) {
 		}
 		return KindPlan{}
 	}
+	start := time.Now()
 	share, _ := runBurners(t, sch, 300*time.Microsecond, 0.15, 20*time.Second, func() bool { return listenPlan().Exceeded })
 	listen := listenPlan()
-	t.Logf("process %.3f of a core, cheap path %+v", share, listen)
+	t.Logf("after %v: process %.3f of a core, cheap path %+v", time.Since(start).Round(10*time.Millisecond), share, listen)
 	if listen.Planned > listen.Asked {
 		t.Errorf("cheap path planned at %v: its own cost (0.03 of a core) fits, the plan should hold %v", listen.Planned, listen.Asked)
 	}
