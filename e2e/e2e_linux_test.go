@@ -63,6 +63,7 @@ const commandWait = 180 * time.Second
 var allowedAbsentMetrics = map[string]string{
 	"tcpstate_netns_namespaces":                 "served only with --netns=all (the namespace sampler's self-metrics); the scenario runs --netns=host",
 	"tcpstate_netns_sweep_period_seconds":       "served only with --netns=all (the namespace sampler's self-metrics); the scenario runs --netns=host",
+	"tcpstate_netns_unsampled":                  "served only with --netns=all (the namespace sampler's self-metrics); the scenario runs --netns=host (cmd/tcpstate-exporter's TestNetnsAllUnderFDLimit scrapes it)",
 	"tcpstate_peer_stalled_sockets":             "served only while sockets towards a peer are stalled (retransmitting or zero window); the scenario's peers all answer",
 	"tcpstate_peer_stalled_seconds":             "served only while sockets towards a peer are stalled; the scenario's peers all answer",
 	"tcpstate_peer_stalled_max_retransmissions": "served only while sockets towards a peer are stalled; the scenario's peers all answer",
@@ -83,6 +84,7 @@ var emptyInScenario = map[string]string{
 	"leaks-and-exhaustion.json|Orphans against tcp_max_orphans|B":        "tcpstate_sysctl{name=\"net.ipv4.tcp_max_orphans\"} exists only in the initial network namespace (contract), and this exporter runs in a test namespace",
 	"overview.json|Namespace sampler|A":                                  "tcpstate_netns_namespaces is served only with --netns=all; the scenario runs --netns=host",
 	"overview.json|Namespace sampler|B":                                  "tcpstate_netns_sweep_period_seconds is served only with --netns=all; the scenario runs --netns=host",
+	"overview.json|Namespace sampler|C":                                  "tcpstate_netns_unsampled is served only with --netns=all; the scenario runs --netns=host",
 	"overview.json|Stalled sockets per peer (top 20)|A":                  "no peer is stalled in the scenario (collector/connhealth_scenario_linux_test.go makes them)",
 	"overview.json|Stalled sockets per peer (top 20)|B":                  "no peer is stalled in the scenario",
 	"overview.json|How long peers have been stalled|A":                   "no peer is stalled in the scenario",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"runtime"
 	"strings"
@@ -45,6 +46,10 @@ type agent struct {
 	sched *collector.Scheduler
 	// events is the eBPF event source, nil when off.
 	events *eventSource
+	// fdHeadroom returns the descriptors the process may still open
+	// without taking those its HTTP connections may need; set once the
+	// web server exists, before run. nil: not limited.
+	fdHeadroom func() int
 }
 
 func (a *agent) samplerOptions(logger *slog.Logger) collector.SamplerOptions {
@@ -158,6 +163,14 @@ func (a *agent) setupAllNamespaces() error {
 		PodUID:           pods.PodUID,
 		ScrapeErrors:     a.scrapeErrs,
 		PodName:          pods.Lookup,
+		// Namespaces found later must not take the descriptors the
+		// HTTP connections were promised (connBudget).
+		FDHeadroom: func() int {
+			if a.fdHeadroom == nil {
+				return math.MaxInt
+			}
+			return a.fdHeadroom()
+		},
 		NewSampler: func(h *netns.Handle) (*collector.Sampler, error) {
 			o := base
 			o.Dial, o.InNetns = h.Dial, h.Do

@@ -648,3 +648,62 @@ func TestHTTPBasicAuthFlood(t *testing.T) {
 		t.Errorf("a new user's first scrape under the flood took %v, want under 5s", firstLogin)
 	}
 }
+
+// TestNetnsAllUnderFDLimit: --netns=all under RLIMIT_NOFILE 200 on a node
+// with more namespaces than fit. The namespaces are found after the HTTP
+// server was given its connections (64 at this limit), and must not take
+// their descriptors: the agent samples the namespaces that fit, counts the
+// others in tcpstate_netns_unsampled{reason="fd_limit"} and logs it once,
+// and a scrape still gets through while idle clients hold every HTTP
+// connection.
+func TestNetnsAllUnderFDLimit(t *testing.T) {
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		t.Skip("prlimit (util-linux) is not installed: " + err.Error())
+	}
+	// 30 namespaces of the test's own, beside whatever else the node
+	// holds: at netns.NamespaceFDs each, far more than the about 100
+	// descriptors left under 200 beside 64 HTTP connections.
+	for range 30 {
+		fixture.NewNetnsPrefix(t, "tfdl-")
+	}
+	ctx, ns, p, _ := httpExporter(t, []string{prlimit, "--nofile=200:200"}, "--netns=all")
+	pid := p.Cmd.Process.Pid
+
+	const clients = 80
+	_, answered := idleClients(t, ctx, ns, clients)
+	// Two sweeps of the cheap path and a discovery's worth of opens.
+	time.Sleep(3 * time.Second)
+	fds := openFDs(t, pid)
+	fresh := &http.Client{Timeout: 10 * time.Second, Transport: nsTransport(ns, nil)}
+	code, body, err := get(fresh, "http://"+exporterAddr+"/metrics", "", "")
+	t.Logf("RLIMIT_NOFILE 200, %d idle clients (%d answered): exporter fds %d; scrape: status %d", clients, answered, fds, code)
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("scrape under RLIMIT_NOFILE 200 with --netns=all and %d idle clients: status %d, %v\n%s", clients, code, err, p.Logs.String())
+	}
+	mfs := parseMetrics(t, body)
+	sampled, _ := metricSum(mfs, "tcpstate_netns_namespaces", nil)
+	limited, ok := metricSum(mfs, "tcpstate_netns_unsampled", map[string]string{"reason": "fd_limit"})
+	failing, _ := metricSum(mfs, "tcpstate_netns_unsampled", map[string]string{"reason": "open_error"})
+	conns, _ := metricSum(mfs, "tcpstate_http_connections_max", nil)
+	t.Logf("namespaces sampled %v, left for want of descriptors %v, failing %v; HTTP connections %v", sampled, limited, failing, conns)
+	if !ok || limited < 1 {
+		t.Errorf("tcpstate_netns_unsampled{reason=\"fd_limit\"} = %v (%v), want the namespaces that did not fit", limited, ok)
+	}
+	if sampled < 2 {
+		t.Errorf("%v namespaces sampled: the agent's own and those that fit should be", sampled)
+	}
+	if failing != 0 {
+		t.Errorf("%v namespaces failed to open: the descriptor limit was hit", failing)
+	}
+	if fds >= 200 {
+		t.Errorf("exporter at its descriptor limit: %d fds", fds)
+	}
+	logs := p.Logs.String()
+	if n := strings.Count(logs, "not sampling some network namespaces"); n != 1 {
+		t.Errorf("%d log lines about namespaces left for want of descriptors, want 1:\n%s", n, logs)
+	}
+	if strings.Contains(logs, "too many open files") {
+		t.Errorf("exporter ran out of descriptors:\n%s", logs)
+	}
+}

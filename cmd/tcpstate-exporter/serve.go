@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -155,6 +156,22 @@ type webServer struct {
 	metrics *webMetrics
 	servers []*http.Server
 	limits  []*connLimiter
+}
+
+// fdHeadroom returns how many more descriptors the process may open under
+// its open-file limit while keeping fdReserve free and room for every HTTP
+// connection the listeners may still accept; math.MaxInt when the limit is
+// unknown or too large to matter.
+func (ws *webServer) fdHeadroom() int {
+	nofile := nofileLimit()
+	if nofile == 0 || nofile >= 1<<30 {
+		return math.MaxInt
+	}
+	free := 0
+	for _, l := range ws.limits {
+		free += l.free()
+	}
+	return int(nofile) - ownOpenFDs() - fdReserve - free
 }
 
 // listen opens the listen addresses (or the systemd sockets) as
@@ -500,6 +517,10 @@ func newConnLimiter(l net.Listener, limit int, m *webMetrics) *connLimiter {
 		wakeup:   make(chan struct{}, 1),
 	}
 }
+
+// free returns the connections the listener may still accept before it
+// holds its limit.
+func (l *connLimiter) free() int { return cap(l.slots) - len(l.slots) }
 
 // Accept accepts a connection, then makes room for it.
 func (l *connLimiter) Accept() (net.Conn, error) {

@@ -61,7 +61,20 @@ type ManagerOptions struct {
 	// ScrapeErrors counts the series of the Manager's Collector that a
 	// scrape could not build (part netns); nil: not counted.
 	ScrapeErrors *collector.ScrapeErrors
+	// FDHeadroom returns how many more descriptors the process may open
+	// under its open-file limit without taking those kept for others (the
+	// HTTP server's connections). A discovery opens new namespaces only
+	// while that leaves NamespaceFDs for each; the others wait for a later
+	// discovery and are counted (Stats.FDLimited). The agent's own
+	// namespace is always opened. nil: not checked.
+	FDHeadroom func() int
 }
+
+// NamespaceFDs is the number of descriptors a sampled namespace may hold:
+// 8 measured in the agent (its descriptors grew by 80 with 10 more
+// namespaces: the namespace handle, the four net files read on the cheap
+// path, and the sock_diag sockets its jobs dial), and one for a redial.
+const NamespaceFDs = 9
 
 func (c *ManagerOptions) setDefaults() {
 	if c.ProcRoot == "" {
@@ -101,6 +114,11 @@ type Stats struct {
 	// OpenErrors counts namespaces that exist but could not be opened or
 	// given a Sampler (each counted once while it lasts).
 	OpenErrors uint64
+	// Failing and FDLimited are the namespaces found by the latest
+	// discovery that are not sampled: those that could not be opened or
+	// given a Sampler, and those left for want of descriptors (see
+	// ManagerOptions.FDHeadroom).
+	Failing, FDLimited int
 	// Refreshes counts discoveries, RefreshErrors those that failed.
 	Refreshes, RefreshErrors uint64
 	// Discover describes the latest successful discovery.
@@ -244,6 +262,9 @@ func (m *Manager) refreshLocked() error {
 	seen := make(map[Key]bool, len(found))
 	var added []*entry
 	var vanished, openErrs uint64
+	// Descriptors left for new namespaces, read once per discovery when
+	// the first new one is found.
+	headroom, headroomRead, fdLimited := 0, false, 0
 	for _, ns := range found {
 		seen[ns.Key] = true
 		m.mu.Lock()
@@ -253,6 +274,16 @@ func (m *Manager) refreshLocked() error {
 			e.h.update(ns)
 			m.resolvePod(e, ns)
 			continue
+		}
+		if m.cfg.FDHeadroom != nil && !ns.IsHost {
+			if !headroomRead {
+				headroom, headroomRead = m.cfg.FDHeadroom(), true
+			}
+			if headroom < NamespaceFDs {
+				fdLimited++
+				continue
+			}
+			headroom -= NamespaceFDs
 		}
 		h, err := Open(ns, m.cfg.ProcRoot)
 		if errors.Is(err, ErrGone) {
@@ -287,6 +318,17 @@ func (m *Manager) refreshLocked() error {
 		if !seen[k] {
 			delete(m.failed, k)
 		}
+	}
+	m.mu.Lock()
+	wasLimited := m.stats.FDLimited
+	m.stats.FDLimited, m.stats.Failing = fdLimited, len(m.failed)
+	m.mu.Unlock()
+	switch {
+	case fdLimited > 0 && wasLimited == 0:
+		m.cfg.Logger.Warn("not sampling some network namespaces: the process is near its open-file limit (RLIMIT_NOFILE) less what its HTTP connections may take; raise the limit or lower --web.max-connections",
+			"namespaces", fdLimited, "descriptors_left", headroom, "per_namespace", NamespaceFDs)
+	case fdLimited == 0 && wasLimited > 0:
+		m.cfg.Logger.Info("sampling every network namespace again: enough descriptors under the open-file limit")
 	}
 
 	var removed []*entry

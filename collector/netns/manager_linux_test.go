@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -206,8 +207,8 @@ tcpstate_netns_namespaces 1
 		"tcpstate_netns_added_total", "tcpstate_netns_discoveries_total", "tcpstate_netns_dropped_total", "tcpstate_netns_namespaces"); err != nil {
 		t.Error(err)
 	}
-	if n, err := testutil.GatherAndCount(reg); err != nil || n != 8 {
-		t.Errorf("%d series (%v), want 8 before any sweep", n, err)
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 10 {
+		t.Errorf("%d series (%v), want 10 before any sweep", n, err)
 	}
 }
 
@@ -229,5 +230,60 @@ func TestManagerDiscoveryFailure(t *testing.T) {
 	}
 	if r := rec.Records(); len(r) != 1 || !strings.Contains(r[0], "discovery failed") {
 		t.Errorf("logged %q, want one discovery failure", r)
+	}
+}
+
+// A discovery opens new namespaces only while FDHeadroom leaves
+// NamespaceFDs for each: the others wait for a later discovery, counted
+// and logged once; the agent's own namespace is always opened.
+func TestManagerLeavesNamespacesForWantOfDescriptors(t *testing.T) {
+	ft := newFakeTree(t)
+	ft.process("self", "host")
+	ft.process("10", "a")
+	ft.process("20", "b")
+	ft.process("30", "c")
+	var headroom atomic.Int64
+	rec := &fixture.LogRecorder{}
+	m, err := NewManager(ManagerOptions{
+		ProcRoot: ft.proc(),
+		RunDirs:  []string{},
+		Refresh:  time.Hour,
+		Logger:   slog.New(rec),
+		NewSampler: func(h *Handle) (*collector.Sampler, error) {
+			return collector.NewSampler(collector.SamplerOptions{Dial: fakeDial(nil)}), nil
+		},
+		FDHeadroom: func() int { return int(headroom.Load()) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, step := range []struct {
+		headroom         int64
+		sampled, limited int
+		warnings         int
+	}{
+		{0, 1, 3, 1},                // only the agent's own namespace
+		{NamespaceFDs + 1, 2, 2, 1}, // one more fits; logged once only
+		{3 * NamespaceFDs, 4, 0, 1}, // the rest
+		{0, 4, 0, 1},                // those sampled stay sampled
+	} {
+		headroom.Store(step.headroom)
+		if err := m.Refresh(); err != nil {
+			t.Fatal(err)
+		}
+		st := m.Stats()
+		if st.Namespaces != step.sampled || st.FDLimited != step.limited || st.Failing != 0 {
+			t.Errorf("headroom %d: %d sampled, %d left for want of descriptors, %d failing; want %d, %d, 0",
+				step.headroom, st.Namespaces, st.FDLimited, st.Failing, step.sampled, step.limited)
+		}
+		if n := len(rec.Records()); n != step.warnings {
+			t.Errorf("headroom %d: %d warnings, want %d: %q", step.headroom, n, step.warnings, rec.Records())
+		}
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m.Collector())
+	if n, err := testutil.GatherAndCount(reg, "tcpstate_netns_unsampled"); err != nil || n != 2 {
+		t.Errorf("tcpstate_netns_unsampled: %d series, %v; want one per reason", n, err)
 	}
 }

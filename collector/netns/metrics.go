@@ -13,11 +13,13 @@ type metrics struct {
 	namespaces, added, dropped, openErrors *prometheus.Desc
 	discoveries, discoveryErrors           *prometheus.Desc
 	sweepDuration, sweepCPU, period, full  *prometheus.Desc
+	unsampled                              *prometheus.Desc
 }
 
 // Collector returns a prometheus.Collector of the Manager's own numbers:
 // tcpstate_netns_namespaces, tcpstate_netns_added_total,
 // tcpstate_netns_dropped_total, tcpstate_netns_open_errors_total,
+// tcpstate_netns_unsampled,
 // tcpstate_netns_discoveries_total, tcpstate_netns_discovery_errors_total,
 // tcpstate_netns_sweep_duration_seconds, tcpstate_netns_sweep_cpu_seconds,
 // tcpstate_netns_sweep_period_seconds and
@@ -38,13 +40,16 @@ func (m *Manager) Collector() prometheus.Collector {
 		sweepCPU:        d("sweep_cpu_seconds", "CPU time the dumps of the latest pass over all namespaces used."),
 		period:          d("sweep_period_seconds", "Planned time between two dumps of one namespace (rare ones, or full ones when every dump is full), as the scheduler holds it."),
 		full:            d("full_interval_seconds", "Planned time between two full dumps of one namespace, as the scheduler holds it."),
+		unsampled: prometheus.NewDesc("tcpstate_netns_unsampled",
+			"Network namespaces found by the latest discovery that are not sampled, by reason: open_error (they could not be opened or given a sampler), fd_limit (the process is near its open-file limit less what its HTTP connections may take).",
+			[]string{"reason"}, nil),
 	}
 }
 
 // Describe sends every Desc.
 func (c *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.namespaces, c.added, c.dropped, c.openErrors, c.discoveries,
-		c.discoveryErrors, c.sweepDuration, c.sweepCPU, c.period, c.full} {
+		c.discoveryErrors, c.sweepDuration, c.sweepCPU, c.period, c.full, c.unsampled} {
 		ch <- d
 	}
 }
@@ -68,6 +73,17 @@ func (c *metrics) Collect(ch chan<- prometheus.Metric) {
 	n(c.added, st.Added)
 	n(c.dropped, st.Dropped)
 	n(c.openErrors, st.OpenErrors)
+	for _, u := range []struct {
+		reason string
+		n      int
+	}{{"open_error", st.Failing}, {"fd_limit", st.FDLimited}} {
+		m, err := prometheus.NewConstMetric(c.unsampled, prometheus.GaugeValue, float64(u.n), u.reason)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ch <- m
+	}
 	n(c.discoveries, st.Refreshes)
 	n(c.discoveryErrors, st.RefreshErrors)
 	if st.Sweeps > 0 {

@@ -106,8 +106,9 @@ func overview() *dashboard {
 	l.add(8, 8, timeseries("Namespace sampler", []target{
 		q(sel(`tcpstate_netns_namespaces{{SEL}}`, selNode), "{{instance}} namespaces"),
 		q(sel(`tcpstate_netns_sweep_period_seconds{{SEL}}`, selNode), "{{instance}} sweep period"),
-	}, withUnit("short"), withUnitRegexp(" sweep period$", "s"),
-		withDescription("With --netns=all: network namespaces sampled, and the planned time between two passes over all of them. Empty in --netns=host mode.")))
+		q(sel(`tcpstate_netns_unsampled{{SEL}} > 0`, selNode), "{{instance}} not sampled: {{reason}}"),
+	}, withUnit("short"), withUnitRegexp(" sweep period$", "s"), withDashedRegexp(" not sampled: "),
+		withDescription("With --netns=all: network namespaces sampled, the planned time between two passes over all of them, and namespaces found but not sampled (open_error: could not be opened; fd_limit: the agent is near its open-file limit; TCPStateExporterNamespacesUnsampled). Empty in --netns=host mode.")))
 	l.add(8, 8, timeseries("Sampling plan against the interval asked", []target{
 		q(sel(`tcpstate_schedule_interval_planned_seconds{{SEL}}`, selNode), "{{instance}} {{kind}} planned"),
 		q(sel(`tcpstate_schedule_interval_asked_seconds{{SEL}}`, selNode), "{{instance}} {{kind}} asked"),
