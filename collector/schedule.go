@@ -629,9 +629,10 @@ func (s *Scheduler) pickLocked(fast bool, now time.Time) (*schedTarget, int, tim
 		// its share before it waits for its account to drain: the same
 		// rate, with a lane that sleeps and wakes a few times a second
 		// rather than after every job. At a hundred namespaces a wake
-		// per job cost more CPU than the jobs (BENCHMARKS.md).
+		// per job cost more CPU than the jobs (BENCHMARKS.md). Only
+		// on its own account: switched off, it is paced by a dump's.
 		allow := 0.0
-		if k.Fast {
+		if k.Fast && !p.Off {
 			allow = fastBurst.Seconds()
 		}
 		if a := s.account(i); s.debt[a] > allow*s.avail[a] {

@@ -90,7 +90,8 @@ func (s *Scheduler) processLocked(now time.Time) {
 	if !s.process {
 		return
 	}
-	if !s.procAt.IsZero() && now.After(s.procAt) && now.Sub(s.procAt) < processEvery {
+	// A lane's now may be older than procAt (taken before the lock).
+	if !s.procAt.IsZero() && now.Sub(s.procAt) < processEvery {
 		return
 	}
 	cpu := processCPU()

@@ -126,7 +126,10 @@ func TestSchedulerFlagsAchievedInterval(t *testing.T) {
 		return KindPlan{}
 	}
 	start := time.Now()
-	share, _ := runBurners(t, sch, 300*time.Microsecond, 0.15, 20*time.Second, func() bool { return listenPlan().Exceeded })
+	share, _ := runBurners(t, sch, 300*time.Microsecond, 0.15, 20*time.Second, func() bool {
+		p := listenPlan()
+		return p.Exceeded && p.Achieved >= time.Duration(achievedSet*float64(p.Asked))
+	})
 	listen := listenPlan()
 	t.Logf("after %v: process %.3f of a core, cheap path %+v", time.Since(start).Round(10*time.Millisecond), share, listen)
 	if listen.Planned > listen.Asked {

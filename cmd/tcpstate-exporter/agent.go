@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math"
 	"net/http"
 	"runtime"
 	"strings"
@@ -46,10 +45,10 @@ type agent struct {
 	sched *collector.Scheduler
 	// events is the eBPF event source, nil when off.
 	events *eventSource
-	// fdHeadroom returns the descriptors the process may still open
-	// without taking those its HTTP connections may need; set once the
-	// web server exists, before run. nil: not limited.
-	fdHeadroom func() int
+	// nsFDBudget is the descriptors the sampled namespaces may hold in
+	// all (see webServer.namespaceFDBudget); set once the web server
+	// exists, before run. 0 before that.
+	nsFDBudget int
 }
 
 func (a *agent) samplerOptions(logger *slog.Logger) collector.SamplerOptions {
@@ -165,12 +164,7 @@ func (a *agent) setupAllNamespaces() error {
 		PodName:          pods.Lookup,
 		// Namespaces found later must not take the descriptors the
 		// HTTP connections were promised (connBudget).
-		FDHeadroom: func() int {
-			if a.fdHeadroom == nil {
-				return math.MaxInt
-			}
-			return a.fdHeadroom()
-		},
+		FDBudget: func() int { return a.nsFDBudget },
 		NewSampler: func(h *netns.Handle) (*collector.Sampler, error) {
 			o := base
 			o.Dial, o.InNetns = h.Dial, h.Do

@@ -655,7 +655,10 @@ func TestHTTPBasicAuthFlood(t *testing.T) {
 // their descriptors: the agent samples the namespaces that fit, counts the
 // others in tcpstate_netns_unsampled{reason="fd_limit"} and logs it once,
 // and a scrape still gets through while idle clients hold every HTTP
-// connection.
+// connection. Discoveries every second and a half-open sweep every 2 s
+// let the sampled namespaces open all their sockets while later
+// discoveries run: those count at what they were promised, not at what
+// they held when a discovery looked.
 func TestNetnsAllUnderFDLimit(t *testing.T) {
 	prlimit, err := exec.LookPath("prlimit")
 	if err != nil {
@@ -667,17 +670,20 @@ func TestNetnsAllUnderFDLimit(t *testing.T) {
 	for range 30 {
 		fixture.NewNetnsPrefix(t, "tfdl-")
 	}
-	ctx, ns, p, _ := httpExporter(t, []string{prlimit, "--nofile=200:200"}, "--netns=all")
+	ctx, ns, p, _ := httpExporter(t, []string{prlimit, "--nofile=200:200"}, "--netns=all", "--netns.refresh=1s", "--halfopen.interval=2s")
 	pid := p.Cmd.Process.Pid
 
 	const clients = 80
 	_, answered := idleClients(t, ctx, ns, clients)
-	// Two sweeps of the cheap path and a discovery's worth of opens.
-	time.Sleep(3 * time.Second)
-	fds := openFDs(t, pid)
+	// Several discoveries, dumps and sweeps; the most descriptors seen.
+	fds := 0
+	for range 16 {
+		time.Sleep(500 * time.Millisecond)
+		fds = max(fds, openFDs(t, pid))
+	}
 	fresh := &http.Client{Timeout: 10 * time.Second, Transport: nsTransport(ns, nil)}
 	code, body, err := get(fresh, "http://"+exporterAddr+"/metrics", "", "")
-	t.Logf("RLIMIT_NOFILE 200, %d idle clients (%d answered): exporter fds %d; scrape: status %d", clients, answered, fds, code)
+	t.Logf("RLIMIT_NOFILE 200, %d idle clients (%d answered): exporter fds at most %d over 8 s; scrape: status %d", clients, answered, fds, code)
 	if err != nil || code != http.StatusOK {
 		t.Fatalf("scrape under RLIMIT_NOFILE 200 with --netns=all and %d idle clients: status %d, %v\n%s", clients, code, err, p.Logs.String())
 	}
@@ -696,8 +702,11 @@ func TestNetnsAllUnderFDLimit(t *testing.T) {
 	if failing != 0 {
 		t.Errorf("%v namespaces failed to open: the descriptor limit was hit", failing)
 	}
-	if fds >= 200 {
-		t.Errorf("exporter at its descriptor limit: %d fds", fds)
+	// What the process holds stays clear of the limit by the reserve
+	// kept for /proc reads and dials (8 of it: the probe's own scans and
+	// the moment of a dump may take a few).
+	if fds > 200-fdReserve/2 {
+		t.Errorf("exporter held %d fds under a limit of 200: into the reserve of %d", fds, fdReserve)
 	}
 	logs := p.Logs.String()
 	if n := strings.Count(logs, "not sampling some network namespaces"); n != 1 {

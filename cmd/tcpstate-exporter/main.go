@@ -258,7 +258,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		logger.Error("HTTP server setup", "err", err)
 		return 1
 	}
-	a.fdHeadroom = ws.fdHeadroom
+	a.nsFDBudget = ws.namespaceFDBudget
 	go a.run(ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- ws.serve() }()

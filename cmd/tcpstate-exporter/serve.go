@@ -156,22 +156,23 @@ type webServer struct {
 	metrics *webMetrics
 	servers []*http.Server
 	limits  []*connLimiter
+	// namespaceFDBudget is what the open-file limit leaves, once the
+	// server is set up, beside the descriptors open then, every HTTP
+	// connection the listeners may hold, and fdReserve: the descriptors
+	// the namespaces sampled with --netns=all may hold in all
+	// (netns.ManagerOptions.FDBudget). math.MaxInt when the limit is
+	// unknown or too large to matter.
+	namespaceFDBudget int
 }
 
-// fdHeadroom returns how many more descriptors the process may open under
-// its open-file limit while keeping fdReserve free and room for every HTTP
-// connection the listeners may still accept; math.MaxInt when the limit is
-// unknown or too large to matter.
-func (ws *webServer) fdHeadroom() int {
-	nofile := nofileLimit()
+// namespaceFDBudget returns the descriptors left for sampled namespaces
+// under an open-file limit of nofile with open descriptors in use and
+// conns HTTP connections to keep room for.
+func namespaceFDBudget(nofile uint64, open, conns int) int {
 	if nofile == 0 || nofile >= 1<<30 {
 		return math.MaxInt
 	}
-	free := 0
-	for _, l := range ws.limits {
-		free += l.free()
-	}
-	return int(nofile) - ownOpenFDs() - fdReserve - free
+	return max(int(nofile)-open-conns-fdReserve, 0)
 }
 
 // listen opens the listen addresses (or the systemd sockets) as
@@ -254,6 +255,7 @@ func newWebServer(ls []net.Listener, h http.Handler, cfg *config, logger *slog.L
 		logger.Warn("lowered --web.max-connections to fit the open-file limit", "max_connections", maxConns, "flag", lim.maxConns, "nofile", nofileLimit(), "open_fds", open, "listeners", len(ls))
 	}
 	m.maxConns.Set(float64(maxConns))
+	ws.namespaceFDBudget = namespaceFDBudget(nofileLimit(), open, maxConns*len(ls))
 	errorLog := slog.NewLogLogger(logger.With("component", "http").Handler(), slog.LevelWarn)
 	auth := &authLimiter{slots: make(chan struct{}, authConcurrency), wait: authWait, known: map[[32]byte]time.Time{}, perSource: map[string]int{}, throttled: m.throttled}
 	for _, l := range ls {
@@ -517,10 +519,6 @@ func newConnLimiter(l net.Listener, limit int, m *webMetrics) *connLimiter {
 		wakeup:   make(chan struct{}, 1),
 	}
 }
-
-// free returns the connections the listener may still accept before it
-// holds its limit.
-func (l *connLimiter) free() int { return cap(l.slots) - len(l.slots) }
 
 // Accept accepts a connection, then makes room for it.
 func (l *connLimiter) Accept() (net.Conn, error) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -40,6 +41,24 @@ func TestConnBudget(t *testing.T) {
 	} {
 		if got := connBudget(tc.want, tc.listeners, tc.nofile, tc.open); got != tc.got {
 			t.Errorf("connBudget(%d, %d, %d, %d) = %d, want %d", tc.want, tc.listeners, tc.nofile, tc.open, got, tc.got)
+		}
+	}
+}
+
+func TestNamespaceFDBudget(t *testing.T) {
+	for _, tc := range []struct {
+		nofile      uint64
+		open, conns int
+		got         int
+	}{
+		{200, 30, 64, 200 - 30 - 64 - fdReserve}, // TestNetnsAllUnderFDLimit's limit
+		{64, 30, 18, 0},                          // the HTTP connections took it all
+		{64, 60, 1, 0},                           // never below zero
+		{0, 30, 64, math.MaxInt},                 // unknown limit
+		{1 << 40, 30, 64, math.MaxInt},           // unlimited
+	} {
+		if got := namespaceFDBudget(tc.nofile, tc.open, tc.conns); got != tc.got {
+			t.Errorf("namespaceFDBudget(%d, %d, %d) = %d, want %d", tc.nofile, tc.open, tc.conns, got, tc.got)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -61,13 +62,16 @@ type ManagerOptions struct {
 	// ScrapeErrors counts the series of the Manager's Collector that a
 	// scrape could not build (part netns); nil: not counted.
 	ScrapeErrors *collector.ScrapeErrors
-	// FDHeadroom returns how many more descriptors the process may open
-	// under its open-file limit without taking those kept for others (the
-	// HTTP server's connections). A discovery opens new namespaces only
-	// while that leaves NamespaceFDs for each; the others wait for a later
-	// discovery and are counted (Stats.FDLimited). The agent's own
-	// namespace is always opened. nil: not checked.
-	FDHeadroom func() int
+	// FDBudget returns how many descriptors the sampled namespaces may
+	// hold in all: the open-file limit less what the rest of the process
+	// keeps (the HTTP server's connections, a reserve). Every sampled
+	// namespace, the agent's own included, is counted at NamespaceFDs
+	// whether or not it has opened them all yet (its sockets open with
+	// its first jobs of each kind), and a discovery opens new namespaces
+	// only while that stays within the budget; the others wait for a
+	// later discovery and are counted (Stats.FDLimited). The agent's own
+	// namespace is always opened. nil: no limit.
+	FDBudget func() int
 }
 
 // NamespaceFDs is the number of descriptors a sampled namespace may hold:
@@ -117,7 +121,7 @@ type Stats struct {
 	// Failing and FDLimited are the namespaces found by the latest
 	// discovery that are not sampled: those that could not be opened or
 	// given a Sampler, and those left for want of descriptors (see
-	// ManagerOptions.FDHeadroom).
+	// ManagerOptions.FDBudget).
 	Failing, FDLimited int
 	// Refreshes counts discoveries, RefreshErrors those that failed.
 	Refreshes, RefreshErrors uint64
@@ -262,9 +266,15 @@ func (m *Manager) refreshLocked() error {
 	seen := make(map[Key]bool, len(found))
 	var added []*entry
 	var vanished, openErrs uint64
-	// Descriptors left for new namespaces, read once per discovery when
-	// the first new one is found.
-	headroom, headroomRead, fdLimited := 0, false, 0
+	// Descriptors left for new namespaces: the budget less what the
+	// namespaces already sampled were promised (those gone from found
+	// give theirs back only once closed, after the loop).
+	left, fdLimited := math.MaxInt, 0
+	if m.cfg.FDBudget != nil {
+		m.mu.Lock()
+		left = m.cfg.FDBudget() - NamespaceFDs*len(m.entries)
+		m.mu.Unlock()
+	}
 	for _, ns := range found {
 		seen[ns.Key] = true
 		m.mu.Lock()
@@ -275,19 +285,17 @@ func (m *Manager) refreshLocked() error {
 			m.resolvePod(e, ns)
 			continue
 		}
-		if m.cfg.FDHeadroom != nil && !ns.IsHost {
-			if !headroomRead {
-				headroom, headroomRead = m.cfg.FDHeadroom(), true
-			}
-			if headroom < NamespaceFDs {
-				fdLimited++
-				continue
-			}
-			headroom -= NamespaceFDs
+		if !ns.IsHost && left < NamespaceFDs {
+			fdLimited++
+			// Counted under one reason only.
+			delete(m.failed, ns.Key)
+			continue
 		}
+		left -= NamespaceFDs
 		h, err := Open(ns, m.cfg.ProcRoot)
 		if errors.Is(err, ErrGone) {
 			vanished++
+			left += NamespaceFDs
 			continue
 		}
 		if err == nil {
@@ -308,6 +316,7 @@ func (m *Manager) refreshLocked() error {
 				continue
 			}
 		}
+		left += NamespaceFDs // Open and NewSampler failed: nothing held
 		if _, logged := m.failed[ns.Key]; !logged {
 			openErrs++
 			m.failed[ns.Key] = err.Error()
@@ -325,10 +334,11 @@ func (m *Manager) refreshLocked() error {
 	m.mu.Unlock()
 	switch {
 	case fdLimited > 0 && wasLimited == 0:
+		budget := m.cfg.FDBudget()
 		m.cfg.Logger.Warn("not sampling some network namespaces: the process is near its open-file limit (RLIMIT_NOFILE) less what its HTTP connections may take; raise the limit or lower --web.max-connections",
-			"namespaces", fdLimited, "descriptors_left", headroom, "per_namespace", NamespaceFDs)
+			"namespaces", fdLimited, "namespace_fd_budget", budget, "per_namespace", NamespaceFDs)
 	case fdLimited == 0 && wasLimited > 0:
-		m.cfg.Logger.Info("sampling every network namespace again: enough descriptors under the open-file limit")
+		m.cfg.Logger.Info("no network namespace is left unsampled for want of descriptors any more")
 	}
 
 	var removed []*entry

@@ -233,16 +233,17 @@ func TestManagerDiscoveryFailure(t *testing.T) {
 	}
 }
 
-// A discovery opens new namespaces only while FDHeadroom leaves
-// NamespaceFDs for each: the others wait for a later discovery, counted
-// and logged once; the agent's own namespace is always opened.
+// A discovery opens new namespaces only while the descriptors promised
+// to the sampled ones (NamespaceFDs each, the agent's own included) stay
+// within FDBudget: the others wait for a later discovery, counted and
+// logged once; the agent's own namespace is always opened.
 func TestManagerLeavesNamespacesForWantOfDescriptors(t *testing.T) {
 	ft := newFakeTree(t)
 	ft.process("self", "host")
 	ft.process("10", "a")
 	ft.process("20", "b")
 	ft.process("30", "c")
-	var headroom atomic.Int64
+	var budget atomic.Int64
 	rec := &fixture.LogRecorder{}
 	m, err := NewManager(ManagerOptions{
 		ProcRoot: ft.proc(),
@@ -252,33 +253,34 @@ func TestManagerLeavesNamespacesForWantOfDescriptors(t *testing.T) {
 		NewSampler: func(h *Handle) (*collector.Sampler, error) {
 			return collector.NewSampler(collector.SamplerOptions{Dial: fakeDial(nil)}), nil
 		},
-		FDHeadroom: func() int { return int(headroom.Load()) },
+		FDBudget: func() int { return int(budget.Load()) },
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
 	for _, step := range []struct {
-		headroom         int64
+		budget           int64
 		sampled, limited int
 		warnings         int
 	}{
-		{0, 1, 3, 1},                // only the agent's own namespace
-		{NamespaceFDs + 1, 2, 2, 1}, // one more fits; logged once only
-		{3 * NamespaceFDs, 4, 0, 1}, // the rest
-		{0, 4, 0, 1},                // those sampled stay sampled
+		{0, 1, 3, 1},                  // only the agent's own namespace
+		{2*NamespaceFDs + 1, 2, 2, 1}, // one more fits; logged once only
+		{4*NamespaceFDs - 1, 3, 1, 1}, // promised, not held, descriptors count
+		{4 * NamespaceFDs, 4, 0, 1},   // the rest
+		{0, 4, 0, 1},                  // those sampled stay sampled
 	} {
-		headroom.Store(step.headroom)
+		budget.Store(step.budget)
 		if err := m.Refresh(); err != nil {
 			t.Fatal(err)
 		}
 		st := m.Stats()
 		if st.Namespaces != step.sampled || st.FDLimited != step.limited || st.Failing != 0 {
-			t.Errorf("headroom %d: %d sampled, %d left for want of descriptors, %d failing; want %d, %d, 0",
-				step.headroom, st.Namespaces, st.FDLimited, st.Failing, step.sampled, step.limited)
+			t.Errorf("budget %d: %d sampled, %d left for want of descriptors, %d failing; want %d, %d, 0",
+				step.budget, st.Namespaces, st.FDLimited, st.Failing, step.sampled, step.limited)
 		}
 		if n := len(rec.Records()); n != step.warnings {
-			t.Errorf("headroom %d: %d warnings, want %d: %q", step.headroom, n, step.warnings, rec.Records())
+			t.Errorf("budget %d: %d warnings, want %d: %q", step.budget, n, step.warnings, rec.Records())
 		}
 	}
 	reg := prometheus.NewPedanticRegistry()
