@@ -279,8 +279,12 @@ func (s *Sampler) Sample(kind Kind) (*Sample, error) {
 	s.eval.Lock()
 	withSysctls := kind != Listen || time.Since(s.sysctlsTime) >= sysctlsEvery
 	s.eval.Unlock()
+	// The established hash's size and privacy are read once, with the
+	// first kernel reads that enter the namespace (a dump's, or the cheap
+	// path's sysctls): where dumps wait for minutes, the cheap path
+	// reports it.
 	var also func()
-	if kind != Listen {
+	if kind != Listen || withSysctls {
 		also = s.ehashReader(ln.reader)
 	}
 	kern, kerrs, other := readProcfs(ln.reader, s.opts.InNetns, withSysctls, also)
