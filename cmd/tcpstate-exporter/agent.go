@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"runtime"
 	"strings"
@@ -47,7 +48,7 @@ type agent struct {
 	events *eventSource
 	// nsFDBudget is the descriptors the sampled namespaces may hold in
 	// all (see webServer.namespaceFDBudget); set once the web server
-	// exists, before run. 0 before that.
+	// exists, before run; no limit until then.
 	nsFDBudget int
 }
 
@@ -76,7 +77,7 @@ func (cfg *config) samplerOptions(logger *slog.Logger) collector.SamplerOptions 
 // newAgent sets the agent up from validated flags; findings returns a
 // target's findings for the alerts (samplerFindings outside tests).
 func newAgent(cfg *config, logger *slog.Logger, findings findingsFunc) (*agent, error) {
-	a := &agent{cfg: cfg, logger: logger, registry: prometheus.NewRegistry(), web: newWebMetrics(), scrapeErrs: collector.NewScrapeErrors(logger)}
+	a := &agent{cfg: cfg, logger: logger, registry: prometheus.NewRegistry(), web: newWebMetrics(), scrapeErrs: collector.NewScrapeErrors(logger), nsFDBudget: math.MaxInt}
 	a.registry.MustRegister(a.web.collectors()...)
 	ev, err := setupEvents(cfg, logger)
 	if err != nil {
