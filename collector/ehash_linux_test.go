@@ -23,16 +23,7 @@ func TestListenSampleReadsEhash(t *testing.T) {
 	if _, err := os.Stat("/proc/sys/net/ipv4/tcp_ehash_entries"); err != nil {
 		t.Skip("the kernel has no net.ipv4.tcp_ehash_entries (Linux 6.1+): ", err)
 	}
-	ns := fixture.NewNetnsPrefix(t, "tehl-")
-	var st unix.Stat_t
-	if err := unix.Stat(ns.Path(), &st); err != nil {
-		t.Fatal(err)
-	}
-	h, err := netns.Open(netns.Namespace{Key: netns.Key{Dev: uint64(st.Dev), Inode: st.Ino}, Path: ns.Path()}, "/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := openHandle(t, fixture.NewNetnsPrefix(t, "tehl-"))
 	s := collector.NewSampler(collector.SamplerOptions{Interval: time.Second, Dial: h.Dial, InNetns: h.Do,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	defer s.Close()
@@ -47,4 +38,20 @@ func TestListenSampleReadsEhash(t *testing.T) {
 		t.Errorf("after a cheap sample: ehash known %v, %+v; want the namespace's table", v.EhashKnown, v.Ehash)
 	}
 	t.Logf("established hash of a new namespace after one cheap sample: %+v", v.Ehash)
+}
+
+// openHandle opens ns as --netns=all does (netns.Open), closed at the
+// test's end.
+func openHandle(t *testing.T, ns *fixture.Netns) *netns.Handle {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(ns.Path(), &st); err != nil {
+		t.Fatal(err)
+	}
+	h, err := netns.Open(netns.Namespace{Key: netns.Key{Dev: uint64(st.Dev), Inode: st.Ino}, Path: ns.Path()}, "/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
 }

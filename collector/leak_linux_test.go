@@ -15,10 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/tcpstate/tcpstate-exporter/collector"
-	"github.com/tcpstate/tcpstate-exporter/collector/netns"
 	"github.com/tcpstate/tcpstate-exporter/diag"
 	"github.com/tcpstate/tcpstate-exporter/internal/fixture"
 )
@@ -154,15 +151,7 @@ func TestSamplerDoesNotLeak(t *testing.T) {
 	// Kernel counters and sysctls are read inside the namespace through the
 	// same handle --netns=all uses, so its thread switching is under test
 	// too.
-	var st unix.Stat_t
-	if err := unix.Stat(ns.Path(), &st); err != nil {
-		t.Fatal(err)
-	}
-	h, err := netns.Open(netns.Namespace{Key: netns.Key{Dev: uint64(st.Dev), Inode: st.Ino}, Path: ns.Path()}, "/proc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := openHandle(t, ns)
 
 	f := &faults{}
 	s := collector.NewSampler(collector.SamplerOptions{
